@@ -1,0 +1,309 @@
+"""Strictly causal, segment-aware linear attention.
+
+For every row b and position t (``r_t`` is the index of the contiguous run of equal
+``segment_ids`` that t lies in; the first run of a row has index 0)::
+
+    out_t       = sum_{i < t, r_i == r_t} (q_t . k_i) v_i  +  [r_t == 0] q_t S0
+    final_state = [r_{T-1} == 0] S0  +  sum_{i : r_i == r_{T-1}} k_i (x) v_i
+
+``S0`` is ``initial_state`` (zero when None): the sums carried over from an earlier
+window, which belong to the row's first segment only. ``final_state`` is the state of the
+row's last segment, its last token included, ready to be passed on to the next window.
+Segment ids label contiguous runs, as the packing pipeline writes them: an id that comes
+back after a different one starts a new segment.
+
+Methods (all exact; they differ only in cost):
+
+* ``quadratic``: the masked [T, T] score matrix. ``2 B T^2 (Dk + Dv)`` FLOPs, ``B T^2``
+  memory; cheapest when T is below about ``2 Dk Dv / (Dk + Dv)``.
+* ``chunked``: split T into N chunks of C tokens (the last one padded). Within a chunk the
+  masked quadratic form gives the intra-chunk part. Each chunk c summarises its last
+  segment as ``D_c = sum_{i in c, r_i == r_end(c)} k_i (x) v_i`` and says whether a
+  segment starts inside it (``keep_c = 0``) or not (``keep_c = 1``). The state after
+  chunk c is the segmented sum ``S_c = keep_c S_{c-1} + D_c``, ``S_{-1} = S0``, and
+  position t of chunk c adds ``q_t S_{c-1}`` when no boundary lies between the chunk's
+  start and t. Together these are exactly the sum above split into "same chunk" and
+  "earlier chunks", since a run that reaches back over a chunk edge carries all of its
+  earlier tokens in ``S_{c-1}`` and nothing else (a reset drops whatever came before).
+  The recurrence ``S_c = keep_c S_{c-1} + D_c`` is combined in one of two ways:
+
+  - ``associative``: ``jax.lax.associative_scan`` over ``(keep, D)`` pairs with
+    ``(k1, D1) o (k2, D2) = (k1 k2, k2 D1 + D2)``: log N parallel depth, but all N chunk
+    states ``[B, N, Dk, Dv]`` live at once. Used when they are small.
+  - ``scan``: a ``jax.lax.scan`` over chunks that carries one state and computes each
+    chunk's output inside the loop: N sequential steps, one live state in the forward
+    pass. Used when the N states would not fit the memory budget (long sequences with
+    large Dk*Dv, as in long-document evaluation).
+
+  ``chunk_combine="auto"`` picks between them with :func:`estimate_cost`.
+* ``recurrent``: a ``jax.lax.scan`` over tokens; the reference and the decoder's form.
+* ``auto``: the cheapest of the above by :func:`estimate_cost`.
+
+Inputs may be bfloat16; every product is accumulated and every state is kept in at least
+float32 (float64 inputs stay float64). ``out`` and ``final_state`` are returned in that
+accumulation dtype, so sums are never rounded to the input precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+METHODS = ("quadratic", "chunked", "recurrent", "auto")
+CHUNK_COMBINES = ("associative", "scan", "auto")
+
+# Rough figures of a current accelerator (H100-class) used only to rank methods against
+# each other; the ranking, not the absolute time, is what matters.
+_FLOP_RATE = 4e14  # achievable matmul FLOP/s
+_BYTE_RATE = 2e12  # achievable memory bytes/s
+_STEP_LATENCY = 2e-5  # seconds per sequential step of a lax.scan (kernel launches)
+MEMORY_BUDGET_BYTES = 2 * 2**30  # temporaries above this rule a method out when another fits
+
+
+def accumulation_dtype(*dtypes) -> jnp.dtype:
+    """At least float32: the dtype sums and states are kept in."""
+    return jnp.promote_types(jnp.result_type(*dtypes), jnp.float32)
+
+
+def segment_runs(segment_ids: jax.Array | None, batch: int, length: int) -> jax.Array:
+    """[B, T] int32 index of the contiguous run of equal ids each position lies in (from 0)."""
+    if segment_ids is None:
+        return jnp.zeros((batch, length), jnp.int32)
+    changes = (segment_ids[:, 1:] != segment_ids[:, :-1]).astype(jnp.int32)
+    return jnp.concatenate([jnp.zeros((batch, 1), jnp.int32), jnp.cumsum(changes, axis=1)], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """Estimated cost of one forward call: FLOPs, bytes moved, sequential steps, peak temporaries."""
+
+    flops: float
+    bytes_moved: float
+    steps: int
+    memory_bytes: float
+
+    @property
+    def seconds(self) -> float:
+        return self.flops / _FLOP_RATE + self.bytes_moved / _BYTE_RATE + self.steps * _STEP_LATENCY
+
+
+def estimate_cost(method: str, batch: int, length: int, dk: int, dv: int, chunk_size: int,
+                  chunk_combine: str = "associative") -> Cost:
+    """Cost model behind ``method="auto"`` (float32 intermediates, 4 bytes an element).
+
+    Every method pays ``4 B T Dk Dv`` FLOPs for the initial-state term and the final state.
+    quadratic: ``2 B T^2 (Dk + Dv)`` for scores and their product with v; the [B, T, T]
+    scores are written and read. chunked: the same within each of N chunks of C, plus
+    ``4 B N C Dk Dv`` for the chunk summaries and the inter-chunk products; the N states
+    move through memory (``log2 N`` times for the associative scan) and the sequential
+    scan adds N steps. recurrent: T steps each reading and writing a [B, Dk, Dv] state.
+    """
+    b, t, c = batch, length, chunk_size
+    common = 4.0 * b * t * dk * dv
+    io = 4.0 * b * t * (2 * dk + 2 * dv)
+    state = 4.0 * b * dk * dv
+    if method == "quadratic":
+        return Cost(common + 2.0 * b * t * t * (dk + dv), io + 3 * 4.0 * b * t * t, 1, 4.0 * b * t * t)
+    if method == "chunked":
+        n = -(-t // c)
+        flops = common + 2.0 * b * n * c * c * (dk + dv) + 4.0 * b * n * c * dk * dv
+        intra = 3 * 4.0 * b * n * c * c
+        if chunk_combine == "associative":
+            levels = max(1, math.ceil(math.log2(n))) if n > 1 else 1
+            return Cost(flops, io + intra + (3 + 2 * levels) * n * state, 2 * levels + 1, 3 * n * state)
+        if chunk_combine == "scan":
+            return Cost(flops, io + intra + 3 * n * state, n, 3 * state + 4.0 * b * c * c)
+        raise ValueError(f"chunk_combine must be one of {CHUNK_COMBINES[:2]}, got {chunk_combine!r}")
+    if method == "recurrent":
+        return Cost(common, io + 3 * t * state, t, 2 * state)
+    raise ValueError(f"method must be one of {METHODS[:3]}, got {method!r}")
+
+
+def choose_method(batch: int, length: int, dk: int, dv: int, chunk_size: int) -> tuple[str, str]:
+    """The cheapest ``(method, chunk_combine)`` whose temporaries fit ``MEMORY_BUDGET_BYTES``.
+
+    If nothing fits, the one with the least memory. ``chunk_combine`` is only meaningful
+    for ``chunked``.
+    """
+    options = [("quadratic", "associative"), ("chunked", "associative"), ("chunked", "scan"),
+               ("recurrent", "associative")]
+    costs = {o: estimate_cost(o[0], batch, length, dk, dv, chunk_size, o[1]) for o in options}
+    fitting = [o for o in options if costs[o].memory_bytes <= MEMORY_BUDGET_BYTES]
+    if not fitting:
+        return min(options, key=lambda o: costs[o].memory_bytes)
+    return min(fitting, key=lambda o: costs[o].seconds)
+
+
+def _check_inputs(q, k, v, segment_ids, initial_state, method, chunk_size, chunk_combine):
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if x.ndim != 3:
+            raise ValueError(f"{name} must have shape [B, T, D], got shape {x.shape}")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ValueError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    if k.shape != q.shape:
+        raise ValueError(f"k must have the shape of q {q.shape}, got {k.shape}")
+    if v.shape[:2] != q.shape[:2]:
+        raise ValueError(f"v must have shape [B, T, Dv] with B, T = {q.shape[:2]}, got {v.shape}")
+    if segment_ids is not None:
+        if segment_ids.shape != q.shape[:2]:
+            raise ValueError(f"segment_ids must have shape [B, T] = {q.shape[:2]}, got {segment_ids.shape}")
+        if not jnp.issubdtype(segment_ids.dtype, jnp.integer):
+            raise ValueError(f"segment_ids must be an integer array, got dtype {segment_ids.dtype}")
+    if initial_state is not None:
+        want = (q.shape[0], q.shape[2], v.shape[2])
+        if initial_state.shape != want:
+            raise ValueError(f"initial_state must have shape [B, Dk, Dv] = {want}, got {initial_state.shape}")
+        if not jnp.issubdtype(initial_state.dtype, jnp.floating):
+            raise ValueError(f"initial_state must be floating-point, got dtype {initial_state.dtype}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if chunk_combine not in CHUNK_COMBINES:
+        raise ValueError(f"chunk_combine must be one of {CHUNK_COMBINES}, got {chunk_combine!r}")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+
+
+def causal_linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
+                            segment_ids: jax.Array | None = None,
+                            initial_state: jax.Array | None = None,
+                            method: str = "auto", chunk_size: int = 64,
+                            chunk_combine: str = "auto") -> tuple[jax.Array, jax.Array]:
+    """Strictly causal linear attention (see the module docstring for the exact semantics).
+
+    Args:
+      q, k: [B, T, Dk] queries and keys.
+      v: [B, T, Dv] values.
+      segment_ids: [B, T] int, or None for one segment per row.
+      initial_state: [B, Dk, Dv] carried state of the row's first segment, or None (zero).
+      method: "quadratic", "chunked", "recurrent" or "auto".
+      chunk_size: C, tokens per chunk for "chunked"; T need not be a multiple of it.
+      chunk_combine: for "chunked": "associative", "scan" or "auto".
+
+    Returns:
+      out: [B, T, Dv] and final_state: [B, Dk, Dv], both in the accumulation dtype.
+    """
+    _check_inputs(q, k, v, segment_ids, initial_state, method, chunk_size, chunk_combine)
+    batch, length, dk = q.shape
+    dv = v.shape[2]
+    if method == "auto":
+        method, chunk_combine = choose_method(batch, length, dk, dv, chunk_size)
+    elif method == "chunked" and chunk_combine == "auto":
+        chunk_combine = min(("associative", "scan"), key=lambda m: _chunked_rank(batch, length, dk, dv,
+                                                                                 chunk_size, m))
+    acc = accumulation_dtype(q.dtype, k.dtype, v.dtype)
+    runs = segment_runs(segment_ids, batch, length)
+    s0 = None if initial_state is None else initial_state.astype(acc)
+    if method == "quadratic":
+        return _quadratic(q, k, v, runs, s0, acc)
+    if method == "recurrent":
+        return _recurrent(q, k, v, runs, s0, acc)
+    return _chunked(q, k, v, runs, s0, acc, chunk_size, chunk_combine)
+
+
+def _chunked_rank(batch, length, dk, dv, chunk_size, combine):
+    cost = estimate_cost("chunked", batch, length, dk, dv, chunk_size, combine)
+    return (cost.memory_bytes > MEMORY_BUDGET_BYTES, cost.seconds)
+
+
+def _einsum(spec, *operands, acc):
+    return jnp.einsum(spec, *operands, preferred_element_type=acc)
+
+
+def _quadratic(q, k, v, runs, s0, acc):
+    length = q.shape[1]
+    scores = _einsum("btk,bsk->bts", q, k, acc=acc)  # [B, T, T]
+    causal = jnp.arange(length)[None, :] < jnp.arange(length)[:, None]
+    mask = causal[None] & (runs[:, :, None] == runs[:, None, :])
+    out = _einsum("bts,bsv->btv", jnp.where(mask, scores, 0).astype(acc), v.astype(acc), acc=acc)
+    in_last = (runs == runs[:, -1:])[..., None]
+    final = _einsum("btk,btv->bkv", jnp.where(in_last, k, 0), v, acc=acc)
+    if s0 is not None:
+        out = out + _einsum("btk,bkv->btv", jnp.where((runs == 0)[..., None], q, 0), s0, acc=acc)
+        final = final + jnp.where((runs[:, -1] == 0)[:, None, None], s0, 0)
+    return out, final
+
+
+def _recurrent(q, k, v, runs, s0, acc):
+    batch, _, dk = q.shape
+    dv = v.shape[2]
+    starts = jnp.concatenate([jnp.zeros((batch, 1), bool), runs[:, 1:] != runs[:, :-1]], axis=1)
+    state0 = jnp.zeros((batch, dk, dv), acc) if s0 is None else s0
+
+    def step(state, xs):
+        q_t, k_t, v_t, start_t = xs
+        state = jnp.where(start_t[:, None, None], 0, state)
+        out_t = _einsum("bk,bkv->bv", q_t, state, acc=acc)
+        state = state + _einsum("bk,bv->bkv", k_t, v_t, acc=acc)
+        return state, out_t
+
+    xs = tuple(jnp.moveaxis(x, 1, 0) for x in (q, k, v, starts))
+    final, out = jax.lax.scan(step, state0, xs)
+    return jnp.moveaxis(out, 0, 1), final
+
+
+def _chunked(q, k, v, runs, s0, acc, chunk_size, chunk_combine):
+    batch, length, dk = q.shape
+    dv = v.shape[2]
+    n = -(-length // chunk_size)
+    pad = n * chunk_size - length
+
+    def split(x, mode="constant"):
+        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2), mode=mode)
+        return x.reshape(batch, n, chunk_size, *x.shape[2:])
+
+    qc, kc, vc = split(q), split(k), split(v)
+    rc = split(runs, mode="edge")  # padding continues the last run: no new boundary
+    end_run = rc[:, :, -1]  # [B, N]
+    prev_end = jnp.concatenate([jnp.zeros((batch, 1), runs.dtype), end_run[:, :-1]], axis=1)
+    # Chunk summaries: the last segment's sum within each chunk, and whether a segment starts.
+    in_end_run = (rc == end_run[..., None])[..., None]  # [B, N, C, 1]
+    keep = (end_run == prev_end).astype(acc)  # [B, N]
+    sees_prev = rc == prev_end[..., None]  # [B, N, C]: no boundary between chunk start and t
+    causal = jnp.arange(chunk_size)[None, :] < jnp.arange(chunk_size)[:, None]
+    intra_mask = causal & (rc[..., :, None] == rc[..., None, :])  # [B, N, C, C]
+    if chunk_combine == "associative":
+        out, final = _combine_associative(qc, kc, vc, in_end_run, keep, sees_prev, intra_mask, s0, acc)
+    else:
+        out, final = _combine_scan(qc, kc, vc, in_end_run, keep, sees_prev, intra_mask, s0, acc)
+    return out.reshape(batch, n * chunk_size, dv)[:, :length], final
+
+
+def _intra_chunk(qc, kc, vc, mask, acc):
+    scores = _einsum("...ck,...dk->...cd", qc, kc, acc=acc)
+    return _einsum("...cd,...dv->...cv", jnp.where(mask, scores, 0).astype(acc), vc.astype(acc), acc=acc)
+
+
+def _combine_associative(qc, kc, vc, in_end_run, keep, sees_prev, intra_mask, s0, acc):
+    d = _einsum("bnck,bncv->bnkv", jnp.where(in_end_run, kc, 0), vc, acc=acc)  # [B, N, Dk, Dv]
+    def combine(left, right):
+        keep_l, state_l = left
+        keep_r, state_r = right
+        return keep_l * keep_r, keep_r[..., None, None] * state_l + state_r
+
+    kept_all, states = jax.lax.associative_scan(combine, (keep, d), axis=1)  # S_c without S0
+    if s0 is not None:
+        states = states + kept_all[..., None, None] * s0[:, None]
+    first = jnp.zeros_like(states[:, :1]) if s0 is None else s0[:, None]
+    before = jnp.concatenate([first, states[:, :-1]], axis=1)  # S_{c-1}
+    inter = _einsum("bnck,bnkv->bncv", jnp.where(sees_prev[..., None], qc, 0), before, acc=acc)
+    return _intra_chunk(qc, kc, vc, intra_mask, acc) + inter, states[:, -1]
+
+
+def _combine_scan(qc, kc, vc, in_end_run, keep, sees_prev, intra_mask, s0, acc):
+    batch, _, _, dk = qc.shape
+    dv = vc.shape[-1]
+    state0 = jnp.zeros((batch, dk, dv), acc) if s0 is None else s0
+
+    def step(state, xs):
+        q_c, k_c, v_c, end_c, keep_c, sees_c, mask_c = xs
+        inter = _einsum("bck,bkv->bcv", jnp.where(sees_c[..., None], q_c, 0), state, acc=acc)
+        out_c = _intra_chunk(q_c, k_c, v_c, mask_c, acc) + inter
+        d_c = _einsum("bck,bcv->bkv", jnp.where(end_c, k_c, 0), v_c, acc=acc)
+        return keep_c[:, None, None] * state + d_c, out_c
+
+    xs = tuple(jnp.moveaxis(x, 1, 0) for x in (qc, kc, vc, in_end_run, keep, sees_prev, intra_mask))
+    final, out = jax.lax.scan(step, state0, xs)
+    return jnp.moveaxis(out, 0, 1), final

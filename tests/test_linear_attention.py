@@ -1,0 +1,163 @@
+"""Every causal_linear_attention method against the naive reference: outputs, final states,
+gradients; plus the cost model's decisions, bad input and bfloat16."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fwl_jax.ops import linear_attention as la
+from fwl_jax.ops.reference import causal_linear_attention_reference
+
+VARIANTS = [("quadratic", "auto"), ("recurrent", "auto"), ("chunked", "associative"), ("chunked", "scan"),
+            ("auto", "auto")]
+
+# (segment ids of one row or None, chunk size): single tokens, T not a multiple of the chunk,
+# boundaries on and inside chunk edges, padding (id 0) at the end, a one-token segment first.
+CASES = {
+    "single_token": ([7], 4),
+    "no_segments_ragged": (None, 4),
+    "edges_on_chunks": ([1] * 4 + [2] * 4 + [3] * 5, 4),
+    "edges_inside_chunks": ([1] * 3 + [2] * 6 + [3] * 2 + [0] * 2, 4),
+    "one_token_first_segment": ([4] + [5] * 9 + [0] * 3, 5),
+    "chunk_of_one": ([1, 1, 2, 2, 2, 3, 3], 1),
+    "chunk_longer_than_row": ([1, 1, 1, 2, 2], 16),
+}
+
+
+def _inputs(seed, batch, length, dk, dv, dtype=jnp.float64):
+    keys = jax.random.split(jax.random.key(seed), 4)
+    q = jax.random.normal(keys[0], (batch, length, dk), dtype)
+    k = jax.random.normal(keys[1], (batch, length, dk), dtype)
+    v = jax.random.normal(keys[2], (batch, length, dv), dtype)
+    s0 = jax.random.normal(keys[3], (batch, dk, dv), dtype)
+    return q, k, v, s0
+
+
+def _segments(row, batch, length):
+    if row is None:
+        return None
+    second = np.roll(np.asarray(row), 2)  # the other row: different boundaries
+    return jnp.asarray(np.stack([row, second][:batch]), jnp.int32)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("with_state", [False, True])
+def test_matches_reference_outputs_states_and_gradients(x64, case, with_state):
+    row, chunk = CASES[case]
+    length = 11 if row is None else len(row)
+    q, k, v, s0 = _inputs(sorted(CASES).index(case), 2, length, 3, 5)
+    seg = _segments(row, 2, length)
+    s0 = s0 if with_state else None
+    _, _, ct_out, ct_final = _inputs(99, 2, length, 3, 5)
+    reference = lambda *a: causal_linear_attention_reference(*a[:3], segment_ids=seg, initial_state=a[3])  # noqa: E731
+    (ref_out, ref_final), vjp_ref = jax.vjp(reference, q, k, v, s0)
+    ref_grads = vjp_ref((ct_out, ct_final))
+    for method, combine in VARIANTS:
+        fast = jax.jit(lambda q, k, v, s0: la.causal_linear_attention(
+            q, k, v, segment_ids=seg, initial_state=s0, method=method, chunk_size=chunk, chunk_combine=combine))
+        (out, final), vjp_fast = jax.vjp(fast, q, k, v, s0)
+        np.testing.assert_allclose(out, ref_out, rtol=1e-10, atol=1e-10, err_msg=method + combine)
+        np.testing.assert_allclose(final, ref_final, rtol=1e-10, atol=1e-10, err_msg=method + combine)
+        for got, want in zip(vjp_fast((ct_out, ct_final)), ref_grads):
+            if want is not None:
+                np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9, err_msg=method + combine)
+
+
+def test_reference_semantics_by_hand(x64):
+    """The reference itself, on a case small enough to write out: dk = dv = 1, all ones."""
+    ones = jnp.ones((1, 5, 1), jnp.float64)
+    seg = jnp.asarray([[1, 1, 2, 2, 2]])
+    s0 = jnp.full((1, 1, 1), 10.0, jnp.float64)
+    out, final = causal_linear_attention_reference(ones, ones, ones, segment_ids=seg, initial_state=s0)
+    np.testing.assert_array_equal(out[0, :, 0], [10, 11, 0, 1, 2])  # state only in the first segment
+    np.testing.assert_array_equal(final[0], [[3]])  # last segment's three tokens
+    out, final = la.causal_linear_attention(ones, ones, ones, initial_state=s0, method="chunked", chunk_size=2)
+    np.testing.assert_array_equal(out[0, :, 0], [10, 11, 12, 13, 14])
+    np.testing.assert_array_equal(final[0], [[15]])
+
+
+def test_segment_ids_label_contiguous_runs(x64):
+    """An id that returns after another one starts a new segment."""
+    q, k, v, _ = _inputs(3, 1, 6, 2, 2)
+    seg = jnp.asarray([[1, 1, 2, 2, 1, 1]])
+    relabelled = jnp.asarray([[1, 1, 2, 2, 3, 3]])
+    for method in ("quadratic", "chunked", "recurrent"):
+        a, _ = la.causal_linear_attention(q, k, v, segment_ids=seg, method=method, chunk_size=4)
+        b, _ = la.causal_linear_attention(q, k, v, segment_ids=relabelled, method=method, chunk_size=4)
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_jit_and_vmap(x64):
+    q, k, v, s0 = _inputs(4, 2, 9, 3, 4)
+    fn = jax.jit(la.causal_linear_attention, static_argnames=("method", "chunk_size", "chunk_combine"))
+    out, final = fn(q, k, v, initial_state=s0, method="chunked", chunk_size=4)
+    per_row = jax.vmap(lambda q, k, v, s: la.causal_linear_attention(
+        q[None], k[None], v[None], initial_state=s[None], method="quadratic"))(q, k, v, s0)
+    np.testing.assert_allclose(out, per_row[0][:, 0], rtol=1e-12)
+    np.testing.assert_allclose(final, per_row[1][:, 0], rtol=1e-12)
+
+
+def test_bfloat16_inputs_accumulate_in_float32():
+    q, k, v, s0 = _inputs(5, 2, 70, 16, 24, jnp.float32)
+    seg = jnp.asarray(np.repeat([[1, 2, 3, 4, 5]], 2, axis=0).repeat(14, axis=1), jnp.int32)
+    ref_out, ref_final = la.causal_linear_attention(q, k, v, segment_ids=seg, initial_state=s0, method="quadratic")
+    for method, combine in VARIANTS:
+        bf = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+        out, final = la.causal_linear_attention(*bf, segment_ids=seg, initial_state=s0, method=method,
+                                                chunk_size=8, chunk_combine=combine)
+        assert out.dtype == jnp.float32 and final.dtype == jnp.float32
+        # Only the inputs are rounded (relative 2^-8 each); sums of ~14 terms of unit products.
+        scale = float(jnp.abs(ref_out).max())
+        assert float(jnp.abs(out - ref_out).max()) < 2e-2 * scale
+        assert float(jnp.abs(final - ref_final).max()) < 2e-2 * float(jnp.abs(ref_final).max())
+
+
+def test_cost_model_decisions():
+    choose = la.choose_method
+    # Short sequences: the masked quadratic form is cheapest (T below 2 Dk Dv / (Dk + Dv)).
+    assert choose(16, 1024, 768, 3072, 64)[0] == "quadratic"
+    assert choose(4, 1, 64, 64, 64)[0] == "quadratic"
+    # Long sequences with small heads: chunked, all chunk states in parallel.
+    assert choose(4, 8192, 64, 64, 64) == ("chunked", "associative")
+    # Prefix sums (unit keys): chunked whatever the length.
+    assert choose(16, 1024, 1, 3072, 64)[0] == "chunked"
+    # Long windows of large states: N states do not fit, the sequential chunk scan does.
+    assert choose(16, 8192, 768, 3072, 64) == ("chunked", "scan")
+    # The token-by-token scan never wins beyond a single token.
+    for t in (2, 64, 4096):
+        assert choose(2, t, 32, 32, 16)[0] != "recurrent"
+    # Small problems are latency-bound: one quadratic kernel beats log N scan levels.
+    assert choose(1, 512, 128, 128, 64)[0] == "quadratic"
+    assert choose(16, 256, 128, 128, 64)[0] == "quadratic"
+    assert choose(16, 4096, 128, 128, 64)[0] == "chunked"
+
+
+def test_cost_model_counts():
+    cost = la.estimate_cost("quadratic", 2, 10, 3, 5, 4)
+    assert cost.flops == 4 * 2 * 10 * 3 * 5 + 2 * 2 * 10 * 10 * (3 + 5)
+    assert cost.memory_bytes == 4 * 2 * 10 * 10
+    chunked = la.estimate_cost("chunked", 2, 10, 3, 5, 4, "scan")
+    assert chunked.steps == 3  # ceil(10 / 4) chunks
+    with pytest.raises(ValueError, match="method"):
+        la.estimate_cost("linear", 2, 10, 3, 5, 4)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(q=jnp.ones((2, 5))), "q must have shape"),
+    (dict(k=jnp.ones((2, 5, 4))), "k must have the shape of q"),
+    (dict(v=jnp.ones((2, 4, 3))), "v must have shape"),
+    (dict(q=jnp.ones((2, 5, 3), jnp.int32)), "q must be a floating-point"),
+    (dict(segment_ids=jnp.ones((2, 4), jnp.int32)), "segment_ids must have shape"),
+    (dict(segment_ids=jnp.ones((2, 5))), "segment_ids must be an integer"),
+    (dict(initial_state=jnp.ones((2, 3, 3))), "initial_state must have shape"),
+    (dict(method="flash"), "method must be one of"),
+    (dict(chunk_size=0), "chunk_size must be a positive int"),
+    (dict(chunk_combine="tree"), "chunk_combine must be one of"),
+])
+def test_bad_input_names_the_argument(kwargs, match):
+    args = dict(q=jnp.ones((2, 5, 3)), k=jnp.ones((2, 5, 3)), v=jnp.ones((2, 5, 4)))
+    args.update(kwargs)
+    q, k, v = args.pop("q"), args.pop("k"), args.pop("v")
+    with pytest.raises(ValueError, match=match):
+        la.causal_linear_attention(q, k, v, **args)

@@ -1,0 +1,15 @@
+"""The README's code examples run as written."""
+
+import pathlib
+import re
+
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_python_examples_run():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "the README should show the pure-function API"
+    for block in blocks:
+        namespace = {}
+        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
+        assert namespace["logits"].shape == (2, 128, 1000)
