@@ -90,26 +90,47 @@ class Cost:
         return self.flops / _FLOP_RATE + self.bytes_moved / _BYTE_RATE + self.steps * _STEP_LATENCY
 
 
+def attention_flops(method: str, batch: int, length: int, dk: int, dv: int, chunk_size: int, *,
+                    initial_state: bool = True, final_state: bool = True) -> float:
+    """Multiply-add FLOPs (2 per product) of one forward call as each method computes it.
+
+    quadratic: ``2 B T^2 (Dk + Dv)`` for the dense masked scores and their product with v.
+    chunked (N = ceil(T / C) chunks, padded to N C tokens): ``2 B N C^2 (Dk + Dv)`` within
+    chunks, ``2 B N C Dk Dv`` for the chunk summaries (the last of which is the final
+    state) and as much again for the inter-chunk products. recurrent: ``2 B T Dk Dv`` for
+    the outputs and as much for the running state. The initial-state term ``q S0`` and the
+    final state cost ``2 B T Dk Dv`` each where a method computes them separately.
+    """
+    b, t, c = batch, length, chunk_size
+    per_token_state = 2.0 * b * t * dk * dv
+    if method == "quadratic":
+        return 2.0 * b * t * t * (dk + dv) + per_token_state * (initial_state + final_state)
+    if method == "chunked":
+        padded = -(-t // c) * c
+        return 2.0 * b * padded * c * (dk + dv) + 2 * 2.0 * b * padded * dk * dv
+    if method == "recurrent":
+        return 2 * per_token_state
+    raise ValueError(f"method must be one of {METHODS[:3]}, got {method!r}")
+
+
 def estimate_cost(method: str, batch: int, length: int, dk: int, dv: int, chunk_size: int,
                   chunk_combine: str = "associative") -> Cost:
     """Cost model behind ``method="auto"`` (float32 intermediates, 4 bytes an element).
 
-    Every method pays ``4 B T Dk Dv`` FLOPs for the initial-state term and the final state.
-    quadratic: ``2 B T^2 (Dk + Dv)`` for scores and their product with v; the [B, T, T]
-    scores are written and read. chunked: the same within each of N chunks of C, plus
-    ``4 B N C Dk Dv`` for the chunk summaries and the inter-chunk products; the N states
-    move through memory (``log2 N`` times for the associative scan) and the sequential
-    scan adds N steps. recurrent: T steps each reading and writing a [B, Dk, Dv] state.
+    FLOPs from :func:`attention_flops` (initial and final state included). Bytes: inputs and
+    outputs; for quadratic the [B, T, T] scores written and read; for chunked the [B, N, C, C]
+    intra-chunk scores and the N chunk states (``log2 N`` passes for the associative scan);
+    for recurrent a [B, Dk, Dv] state read and written at every token. Steps: sequential
+    kernel launches (1; ``2 log2 N + 1`` scan levels; N chunks; T tokens).
     """
     b, t, c = batch, length, chunk_size
-    common = 4.0 * b * t * dk * dv
+    flops = attention_flops(method, b, t, dk, dv, c)
     io = 4.0 * b * t * (2 * dk + 2 * dv)
     state = 4.0 * b * dk * dv
     if method == "quadratic":
-        return Cost(common + 2.0 * b * t * t * (dk + dv), io + 3 * 4.0 * b * t * t, 1, 4.0 * b * t * t)
+        return Cost(flops, io + 3 * 4.0 * b * t * t, 1, 4.0 * b * t * t)
     if method == "chunked":
         n = -(-t // c)
-        flops = common + 2.0 * b * n * c * c * (dk + dv) + 4.0 * b * n * c * dk * dv
         intra = 3 * 4.0 * b * n * c * c
         if chunk_combine == "associative":
             levels = max(1, math.ceil(math.log2(n))) if n > 1 else 1
@@ -117,9 +138,7 @@ def estimate_cost(method: str, batch: int, length: int, dk: int, dv: int, chunk_
         if chunk_combine == "scan":
             return Cost(flops, io + intra + 3 * n * state, n, 3 * state + 4.0 * b * c * c)
         raise ValueError(f"chunk_combine must be one of {CHUNK_COMBINES[:2]}, got {chunk_combine!r}")
-    if method == "recurrent":
-        return Cost(common, io + 3 * t * state, t, 2 * state)
-    raise ValueError(f"method must be one of {METHODS[:3]}, got {method!r}")
+    return Cost(flops, io + 3 * t * state, t, 2 * state)
 
 
 def choose_method(batch: int, length: int, dk: int, dv: int, chunk_size: int) -> tuple[str, str]:

@@ -1,0 +1,76 @@
+"""Parameter and FLOP counts of a TransformerLM.
+
+``flops_per_token`` counts matrix-multiply FLOPs (2 per multiply-add) as the code computes
+them; elementwise work (softmax, norms, activations) is left out, as in the usual MFU
+accounting. Per token of a sequence of length T, forward:
+
+* body, per layer: projections ``2 d (H + 2 K) h_d + 2 H h_d d``; attention scores and their
+  product with values ``2 * 2 T H h_d`` (the dense masked form XLA computes; a causal flash
+  kernel skips about half); MLP ``2 d f`` times 3 (SwiGLU) or 2 (GELU).
+* head, slow pass: ``2 (d m + m s + s V)``.
+* FWL extras: per-token gradients ``e U^T`` and ``dz2 W2^T``: ``2 (s V + s m)``; the fast
+  pass again ``2 (d m + m s + s V)``; linear attention for W1 (keys d, values m), W2 (keys
+  m, values s) and one prefix sum for the vector tensors, each counted by
+  :func:`fwl_jax.ops.linear_attention.attention_flops` for the method ``auto`` picks.
+
+Training is forward plus backward; every matmul's backward is two matmuls, so training is
+3x forward, except with ``meta_gradient="first_order"``: the update's keys and values are
+constants, so the slow pass and the per-token gradients get no backward (1x) and the linear
+attention only the query's (2x).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from fwl_jax.models.config import ModelConfig
+from fwl_jax.models.transformer import TransformerLM
+from fwl_jax.ops import fwl as fwl_ops
+from fwl_jax.ops.linear_attention import attention_flops, choose_method
+
+
+def param_count(config: ModelConfig) -> int:
+    """Number of parameters (exact: counted from the abstract initialisation)."""
+    shapes = jax.eval_shape(lambda: TransformerLM(config).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes["params"]))
+
+
+def flop_breakdown(config: ModelConfig, seq_len: int, batch_size: int = 1) -> dict[str, float]:
+    """Forward matmul FLOPs per token by part: body, head (slow), fwl_gradients, fwl_fast, fwl_attention."""
+    d, h, k, hd, f = config.d_model, config.num_heads, config.num_kv_heads, config.head_dim, config.mlp_dim
+    fc = config.fwl
+    s, m, v = fc.size, fc.hidden, fc.vocab_size
+    per_layer = 2 * d * (h + 2 * k) * hd + 2 * h * hd * d + 2 * 2 * seq_len * h * hd
+    per_layer += (3 if config.mlp_type == "swiglu" else 2) * 2 * d * f
+    parts = {"body": config.num_layers * per_layer, "head": 2.0 * (d * m + m * s + s * v),
+             "fwl_gradients": 0.0, "fwl_fast": 0.0, "fwl_attention": 0.0}
+    if config.fwl_enabled:
+        parts["fwl_gradients"] = 2.0 * (s * v + s * m)
+        parts["fwl_fast"] = parts["head"]
+        tokens = batch_size * seq_len
+        vector_width = sum({"b1": m}.get(n, s) for n in fc.fast_update if n in fwl_ops.VECTOR_TENSORS) + 1
+        terms = [(d, m, "W1" in fc.fast_update), (m, s, "W2" in fc.fast_update), (1, vector_width, True)]
+        for dk, dv, used in terms:
+            if used:
+                parts["fwl_attention"] += _attention_flops(batch_size, seq_len, dk, dv, fc) / tokens
+    return parts
+
+
+def _attention_flops(batch, length, dk, dv, fc):
+    method = fc.attention_method
+    if method == "auto":
+        method = choose_method(batch, length, dk, dv, fc.chunk_size)[0]
+    return attention_flops(method, batch, length, dk, dv, fc.chunk_size, initial_state=False, final_state=False)
+
+
+def flops_per_token(config: ModelConfig, seq_len: int, training: bool = True, batch_size: int = 1) -> float:
+    """Matmul FLOPs per token, forward only or forward + backward (see the module docstring)."""
+    p = flop_breakdown(config, seq_len, batch_size)
+    if not training:
+        return sum(p.values())
+    if config.fwl_enabled and config.fwl.meta_gradient == "first_order":
+        return 3 * (p["body"] + p["fwl_fast"]) + p["head"] + p["fwl_gradients"] + 2 * p["fwl_attention"]
+    return 3 * sum(p.values())
