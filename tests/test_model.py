@@ -162,6 +162,8 @@ def test_generate_samples_and_validates():
     variables = _init(CFG, tokens)
     out = generate(model, variables, tokens, max_new_tokens=6, rng=jax.random.key(0), top_k=5, top_p=0.9)
     assert out.shape == (2, 6) and out.dtype == jnp.int32
+    plain = TransformerLM(dataclasses.replace(CFG, fwl_enabled=False))
+    assert generate(plain, variables, tokens, max_new_tokens=2, rng=jax.random.key(0)).shape == (2, 2)
     greedy = generate(model, variables, tokens, max_new_tokens=3, rng=jax.random.key(1), temperature=0)
     logits, _ = prefill(model, variables, tokens)
     np.testing.assert_array_equal(greedy[:, 0], jnp.argmax(logits, -1))
@@ -185,6 +187,16 @@ def test_generate_samples_and_validates():
 def test_bad_config(field, value, match):
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(CFG, **{field: value})
+
+
+def test_dropout_needs_a_key_and_changes_training_outputs():
+    cfg = dataclasses.replace(CFG, dropout_rate=0.2)
+    model, tokens = TransformerLM(cfg), _tokens()
+    variables = _init(cfg, tokens)
+    eval_logits, _ = model.apply(variables, tokens)
+    train_logits, _ = model.apply(variables, tokens, deterministic=False, rngs={"dropout": jax.random.key(5)})
+    assert float(jnp.abs(train_logits - eval_logits).max()) > 1e-3
+    _close(eval_logits, TransformerLM(CFG).apply(variables, tokens)[0])
 
 
 def test_bad_tokens():
