@@ -279,6 +279,8 @@ def fwl_logits(params: dict, h: jax.Array, targets: jax.Array, weights: jax.Arra
     divisor = _divisor(sums["count"][..., 0], cfg)
 
     def prefix(name, query):
+        # Kernel terms need the fast-pass query, so they run inside _forward; their final
+        # states are recorded in new_state as they are computed.
         if name in VECTOR_TENSORS:
             return sums[name] / divisor
         key = keys[name].astype(query.dtype)

@@ -43,13 +43,11 @@ def causal_linear_attention_reference(q, k, v, *, segment_ids=None, initial_stat
     return jnp.stack(outs, axis=1), state
 
 
-def _prefix_weights(weights, segment_ids, t, state_weight):
-    """[B, T] weight of each token in position t's inner loss, and the carried state's weight."""
-    batch, length = weights.shape
-    same = same_segment_before(segment_ids, t)[:, :t]  # strictly before t
-    in_prefix = jnp.zeros((batch, length), weights.dtype).at[:, :t].set(same.astype(weights.dtype))
-    in_first = same_segment_before(segment_ids, t)[:, 0].astype(weights.dtype)
-    return in_prefix * weights, in_first * state_weight
+def _prefix_weights(weights, segment_ids, t):
+    """[B, T] weight of each token in position t's inner loss; [B] whether t sees the history."""
+    same = same_segment_before(segment_ids, t).astype(weights.dtype)  # [B, t + 1]
+    in_prefix = jnp.zeros_like(weights).at[:, :t].set(same[:, :t])  # strictly before t
+    return in_prefix * weights, same[:, 0]
 
 
 def fwl_logits_reference(params, h, targets, weights, cfg: fwl.FWLConfig, *, segment_ids=None,
@@ -86,7 +84,7 @@ def fwl_logits_reference(params, h, targets, weights, cfg: fwl.FWLConfig, *, seg
     for b in range(batch):
         row = []
         for t in range(length):
-            prefix_w, hist_w = _prefix_weights(weights, segment_ids, t, jnp.ones((batch,), weights.dtype))
+            prefix_w, hist_w = _prefix_weights(weights, segment_ids, t)
             grads = jax.grad(prefix_loss)(fast, b, prefix_w, hist_w)
             if first_order:
                 grads = jax.lax.stop_gradient(grads)
