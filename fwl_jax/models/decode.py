@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from fwl_jax.models.config import ModelConfig
-from fwl_jax.models.transformer import TransformerLM
+from fwl_jax.models.transformer import TransformerLM, next_token_targets
 
 
 class DecodeState(NamedTuple):
@@ -38,8 +38,7 @@ def prefill(model: TransformerLM, variables: dict, prompt: jax.Array) -> tuple[j
     cache = init_cache(model, prompt.shape[0])
     h, mutated = model.apply({**params, "cache": cache}, prompt, decode=True, method=TransformerLM.hidden,
                              mutable=["cache"])
-    targets = jnp.concatenate([prompt[:, 1:], jnp.zeros_like(prompt[:, :1])], axis=1)
-    weights = jnp.ones(prompt.shape, jnp.float32).at[:, -1].set(0.0)  # the last target is still unknown
+    targets, weights = next_token_targets(prompt, None)  # the last target is still unknown
     logits, fwl_state = model.apply(params, h, targets, weights, None, None,
                                     method=lambda m, *a: m.head(*a))
     return logits[:, -1], DecodeState(mutated["cache"], fwl_state, h[:, -1])

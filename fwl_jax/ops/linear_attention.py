@@ -141,14 +141,16 @@ def estimate_cost(method: str, batch: int, length: int, dk: int, dv: int, chunk_
     return Cost(flops, io + 3 * t * state, t, 2 * state)
 
 
-def choose_method(batch: int, length: int, dk: int, dv: int, chunk_size: int) -> tuple[str, str]:
-    """The cheapest ``(method, chunk_combine)`` whose temporaries fit ``MEMORY_BUDGET_BYTES``.
+ALL_OPTIONS = (("quadratic", "associative"), ("chunked", "associative"), ("chunked", "scan"),
+               ("recurrent", "associative"))
 
-    If nothing fits, the one with the least memory. ``chunk_combine`` is only meaningful
-    for ``chunked``.
+
+def choose_method(batch: int, length: int, dk: int, dv: int, chunk_size: int,
+                  options=ALL_OPTIONS) -> tuple[str, str]:
+    """The cheapest ``(method, chunk_combine)`` of ``options`` whose temporaries fit
+    ``MEMORY_BUDGET_BYTES``; if none fits, the one with the least memory.
+    ``chunk_combine`` is only meaningful for ``chunked``.
     """
-    options = [("quadratic", "associative"), ("chunked", "associative"), ("chunked", "scan"),
-               ("recurrent", "associative")]
     costs = {o: estimate_cost(o[0], batch, length, dk, dv, chunk_size, o[1]) for o in options}
     fitting = [o for o in options if costs[o].memory_bytes <= MEMORY_BUDGET_BYTES]
     if not fitting:
@@ -210,8 +212,8 @@ def causal_linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     if method == "auto":
         method, chunk_combine = choose_method(batch, length, dk, dv, chunk_size)
     elif method == "chunked" and chunk_combine == "auto":
-        chunk_combine = min(("associative", "scan"), key=lambda m: _chunked_rank(batch, length, dk, dv,
-                                                                                 chunk_size, m))
+        chunked_options = [o for o in ALL_OPTIONS if o[0] == "chunked"]
+        chunk_combine = choose_method(batch, length, dk, dv, chunk_size, chunked_options)[1]
     acc = accumulation_dtype(q.dtype, k.dtype, v.dtype)
     runs = segment_runs(segment_ids, batch, length)
     s0 = None if initial_state is None else initial_state.astype(acc)
@@ -220,11 +222,6 @@ def causal_linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     if method == "recurrent":
         return _recurrent(q, k, v, runs, s0, acc)
     return _chunked(q, k, v, runs, s0, acc, chunk_size, chunk_combine)
-
-
-def _chunked_rank(batch, length, dk, dv, chunk_size, combine):
-    cost = estimate_cost("chunked", batch, length, dk, dv, chunk_size, combine)
-    return (cost.memory_bytes > MEMORY_BUDGET_BYTES, cost.seconds)
 
 
 def _einsum(spec, *operands, acc):
