@@ -20,3 +20,14 @@ def test_first_look_tiny():
         assert max(diffs) < 1e-3
     for name in ("plain", "fwl_full", "fwl_first_order", "plain_segments"):
         assert report[name]["step_ms"] > 0 and report[name]["temp_gib"] >= 0
+
+
+def test_data_pipeline_tiny(tmp_path):
+    import data_fixtures
+    data_fixtures.write_text_corpus(tmp_path / "corpus")
+    report = _load("data_pipeline").main([
+        f"--data_dir={tmp_path}/data", "--dataset=text_files", f"--source={tmp_path}/corpus",
+        "--vocab_size=400", "--seq_len=32", "--batch_size=2", "--batches=3",
+        f"--json={tmp_path}/out.json"])
+    assert report["train_tokens_per_s"] > 0 and report["eval_tokens_per_s"] > 0
+    assert (tmp_path / "out.json").exists()
