@@ -168,7 +168,7 @@ def test_bad_input_is_one_clear_line(tmp_path, case):
 
 def test_cli_prints_one_error_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "fwl_jax.data.prepare", "--dataset=text_files",
+        [sys.executable, "-m", "fwl_jax.data", "--dataset=text_files",
          f"--data_dir={tmp_path}", "--vocab_size=500", f"--source={tmp_path}/nowhere"],
         capture_output=True, text=True)
     assert result.returncode == 2

@@ -1,17 +1,36 @@
-"""The README's code examples run as written."""
+"""The README's commands and code examples run as written."""
 
 import pathlib
 import re
+import shlex
+import subprocess
+import sys
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_python_examples_run():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "the README should show the pure-function API"
-    shapes = [(2, 128, 1000), (2, 128, 512)]
-    assert len(blocks) == len(shapes)
-    for block, shape in zip(blocks, shapes):
+def _blocks(language):
+    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_python_examples_run(tmp_path, monkeypatch):
+    """The shell commands run first (in a fresh folder), then each Python block there."""
+    monkeypatch.chdir(tmp_path)
+    commands = [line for block in _blocks("sh") for line in block.splitlines()
+                if line.startswith("python ")]
+    assert commands, "the README should show how to prepare data"
+    for command in commands:
+        argv = [sys.executable, *shlex.split(command)[1:]]
+        result = subprocess.run(argv, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+    blocks = _blocks("python")
+    checks = [("logits", (2, 128, 1000)), ("logits", (2, 128, 512)), ("batch", None)]
+    assert len(blocks) == len(checks)
+    for block, (name, shape) in zip(blocks, checks):
         namespace = {}
         exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
-        assert namespace["logits"].shape == shape
+        if name == "logits":
+            assert namespace["logits"].shape == shape
+        else:
+            assert namespace["batch"]["inputs"].shape == (8, 128)
+            assert namespace["state"] and namespace["data"].tokenizer.vocab_size == 8000

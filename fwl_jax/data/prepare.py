@@ -1,6 +1,6 @@
 """Prepare a dataset for training: TFDS documents -> SentencePiece tokenizer -> token caches.
 
-    python -m fwl_jax.data.prepare --dataset=shakespeare --data_dir=~/fwl_data --vocab_size=8000
+    python -m fwl_jax.data --dataset=shakespeare --data_dir=~/fwl_data --vocab_size=8000
 
 Layout under the TFDS dataset folder (`DATA_DIR/NAME[/CORPUS]/1.0.0/`):
 `spm<vocab_size>/tokenizer.model` and `spm<vocab_size>/{train,validation,test}/` caches.
@@ -92,7 +92,8 @@ def describe(prepared: PreparedData) -> str:
 
 def main(argv=None) -> int:
     import argparse
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fwl_jax.data",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, choices=sorted(builders.BUILDERS))
     parser.add_argument("--data_dir", required=True, help="where prepared data is kept")
     parser.add_argument("--vocab_size", type=int, required=True)
@@ -110,7 +111,3 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
