@@ -1,0 +1,91 @@
+"""Every field of a training run, with its default. Other configs start from this one.
+
+Override any field on the command line: `--config.train.learning_rate=1e-3`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset = "shakespeare"  # text_files, shakespeare, public_domain_books, wikitext103, pg19
+    c.data.data_dir = "data"  # where datasets, tokenizers and token caches are kept
+    c.data.source = ""  # local copy of the raw data (folder or archive); "" = fetch it
+    c.data.corpus = "default"  # text_files: a name for the corpus
+    c.data.vocab_size = 8000  # SentencePiece pieces (the model's vocabulary)
+    c.data.seq_len = 256  # tokens per training row
+    c.data.seed = 0  # shuffling seed of documents and rows
+    c.data.num_threads = 2  # grain reader threads
+    c.data.prefetch = 16  # batches read ahead
+
+    c.model = ml_collections.ConfigDict()
+    c.model.d_model = 256  # width of the residual stream
+    c.model.num_layers = 4  # transformer blocks
+    c.model.num_heads = 4  # query heads
+    c.model.num_kv_heads = 0  # key/value heads; 0 = num_heads
+    c.model.mlp_dim = 1024  # hidden width of each MLP
+    c.model.mlp_type = "swiglu"  # gelu or swiglu
+    c.model.norm_type = "rmsnorm"  # layernorm or rmsnorm
+    c.model.norm_eps = 1e-6  # epsilon of the body's norms
+    c.model.rope_base = 10000.0  # RoPE wavelength base
+    c.model.dropout_rate = 0.0  # residual and embedding dropout
+    c.model.dtype = "auto"  # compute dtype; auto = bfloat16 on GPU/TPU, float32 on CPU
+    c.model.param_dtype = "float32"  # parameters and optimizer state
+    c.model.remat = "none"  # none, full or dots_saveable
+    c.model.scan_layers = False  # one lax.scan over the layers (faster compiles)
+    c.model.attention_impl = "auto"  # xla, cudnn or auto
+    c.model.fwl_enabled = True  # fast weights on; off = the same parameters, plain head
+
+    c.fwl = ml_collections.ConfigDict()
+    c.fwl.size = 0  # s, the head's width before the unembedding; 0 = d_model
+    c.fwl.hidden_mult = 4  # m = hidden_mult * s
+    c.fwl.step_size_init = 0.01  # initial value of each learned step size
+    c.fwl.meta_gradient = "full"  # full (second order) or first_order
+    c.fwl.attention_method = "auto"  # causal_linear_attention method
+    c.fwl.chunk_size = 64  # chunk length of the chunked method
+    c.fwl.inner_loss_scale = 0.0  # inner loss factor; 0 = 1 / seq_len
+    c.fwl.inner_loss_normalization = "sum"  # sum or prefix_mean
+    c.fwl.fast_update = "W1,b1,W2,b2,ln_scale,ln_bias"  # tensors that take the fast step
+
+    c.train = ml_collections.ConfigDict()
+    c.train.seed = 0  # parameter init and dropout
+    c.train.batch_size = 32  # rows per step, over all processes
+    c.train.num_steps = 1000  # optimizer steps
+    c.train.grad_accum_steps = 1  # micro-batches per step (batch_size must divide)
+    c.train.learning_rate = 1e-3  # peak learning rate
+    c.train.warmup_steps = 100  # linear warm-up from 0
+    c.train.schedule = "cosine"  # cosine, rsqrt or constant after warm-up
+    c.train.min_lr_ratio = 0.1  # cosine: final learning rate / peak
+    c.train.weight_decay = 0.1  # AdamW decay of matrices (not biases, norms, step sizes)
+    c.train.b1 = 0.9  # Adam beta1
+    c.train.b2 = 0.95  # Adam beta2
+    c.train.eps = 1e-8  # Adam epsilon
+    c.train.grad_clip = 1.0  # global gradient norm limit; 0 = none
+    c.train.step_size_lr_mult = 10.0  # learning rate multiplier of the fast-weight step sizes
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # data-parallel size; -1 = the devices left over
+    c.mesh.fsdp = 1  # parameter-sharded data-parallel size
+    c.mesh.tensor = 1  # tensor-parallel size
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 500  # save every N steps (and at the end)
+    c.checkpoint.keep = 3  # checkpoints kept
+    c.checkpoint.async_save = True  # save in the background
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every_steps = 500  # validate every N steps (and at the end); 0 = never
+    c.eval.max_batches = 50  # validation batches per evaluation; 0 = the whole split
+    c.eval.batch_size = 32  # validation rows per batch
+
+    c.log = ml_collections.ConfigDict()
+    c.log.every_steps = 10  # metrics every N steps
+    c.log.peak_tflops = 0.0  # device peak for MFU; 0 = from the table of known devices
+    c.log.progress_bar = True  # a progress bar on the terminal
+
+    c.init_from = ""  # another run's workdir: start from its latest parameters
+    c.distributed = False  # call jax.distributed.initialize() (auto when the cluster says so)
+    c.allow_config_mismatch = False  # resume even if the model or data differ from the checkpoint
+    return c
