@@ -6,7 +6,8 @@ import shlex
 import subprocess
 import sys
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
 def _blocks(language):
@@ -16,6 +17,8 @@ def _blocks(language):
 def test_python_examples_run(tmp_path, monkeypatch):
     """The shell commands run first (in a fresh folder), then each Python block there."""
     monkeypatch.chdir(tmp_path)
+    for name in ("train.py", "configs"):
+        (tmp_path / name).symlink_to(ROOT / name)
     commands = [line for block in _blocks("sh") for line in block.splitlines()
                 if line.startswith("python ")]
     assert commands, "the README should show how to prepare data"
@@ -23,6 +26,7 @@ def test_python_examples_run(tmp_path, monkeypatch):
         argv = [sys.executable, *shlex.split(command)[1:]]
         result = subprocess.run(argv, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "runs" / "tiny" / "checkpoints").is_dir()
     blocks = _blocks("python")
     checks = [("logits", (2, 128, 1000)), ("logits", (2, 128, 512)), ("batch", None)]
     assert len(blocks) == len(checks)
