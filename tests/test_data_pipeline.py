@@ -200,3 +200,14 @@ def test_corrupt_token_cache_is_a_clear_error(tmp_path):
         data.split("train")
     with pytest.raises(DataError, match="unknown split"):
         data.split("dev")
+
+
+def test_prepared_caches_suffice_without_the_documents(tmp_path):
+    fx.write_text_corpus(tmp_path / "corpus")
+    data = prepare.prepare_dataset("text_files", tmp_path / "data", vocab_size=400,
+                                   source=tmp_path / "corpus")
+    for array_record in data.folder.parent.glob("*.array_record*"):
+        array_record.unlink()  # e.g. only the token caches were copied to another machine
+    again = prepare.prepare_dataset("text_files", tmp_path / "data", vocab_size=400,
+                                    source=tmp_path / "gone")
+    assert again.split("test").doc_ids == data.split("test").doc_ids

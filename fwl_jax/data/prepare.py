@@ -58,6 +58,8 @@ def prepare_dataset(dataset: str, data_dir: str | Path, *, vocab_size: int, seed
     if process_index != 0:
         _wait_for([folder / s / "meta.json" for s in sources.SPLITS], timeout_s)
         return PreparedData(folder)
+    if _complete(PreparedData(folder)):
+        return PreparedData(folder)  # the token caches suffice; the documents are not read
     if not builder.is_prepared():
         builder = builders.prepare_documents(dataset, data_dir, **builder_options)
     model_path = folder / "tokenizer.model"
@@ -69,6 +71,12 @@ def prepare_dataset(dataset: str, data_dir: str | Path, *, vocab_size: int, seed
         if not cache_matches(folder / split, prepared.tokenizer):
             tokenize_documents(_texts(builder, split), prepared.tokenizer, folder / split)
     return prepared
+
+
+def _complete(prepared: PreparedData) -> bool:
+    if not (prepared.folder / "tokenizer.model").exists():
+        return False
+    return all(cache_matches(prepared.folder / s, prepared.tokenizer) for s in sources.SPLITS)
 
 
 def _wait_for(paths: list[Path], timeout_s: float) -> None:

@@ -264,18 +264,23 @@ def fwl_logits(params: dict, h: jax.Array, targets: jax.Array, weights: jax.Arra
         chunk_size=cfg.chunk_size)
     carried = lambda name: None if state is None else state[name].astype(acc)  # noqa: E731
 
-    # One segmented prefix sum for every vector tensor, with the weight count alongside.
-    vectors = [n for n in VECTOR_TENSORS if n in cfg.fast_update]
-    columns = [values[n] for n in vectors] + [weights[..., None]]
-    widths = [c.shape[-1] for c in columns]
-    s0 = None if state is None else jnp.concatenate(
-        [carried(n) for n in vectors] + [carried("count")[:, None]], axis=-1)[:, None, :]
+    # One segmented prefix sum for every vector tensor, and one for the weight count. (The
+    # count is kept out of the concatenation: a width-1 piece beside the 256-wide ones made
+    # XLA's Triton fusion of the concatenate fail on an H200, see docs/PERFORMANCE.md.)
     ones = jnp.ones(h.shape[:2] + (1,), acc)
-    sums, final = attend(ones, ones, jnp.concatenate(columns, axis=-1), s0)
-    split_at = [sum(widths[: i + 1]) for i in range(len(widths) - 1)]
-    sums = dict(zip(vectors + ["count"], jnp.split(sums, split_at, axis=-1)))
-    new_state = dict(zip(vectors + ["count"], jnp.split(final[:, 0], split_at, axis=-1)))
-    new_state["count"] = new_state["count"][:, 0]
+    count_s0 = None if state is None else carried("count")[:, None, None]
+    count_sums, count_final = attend(ones, ones, weights[..., None], count_s0)
+    sums, new_state = {"count": count_sums}, {"count": count_final[:, 0, 0]}
+    vectors = [n for n in VECTOR_TENSORS if n in cfg.fast_update]
+    if vectors:
+        widths = [values[n].shape[-1] for n in vectors]
+        split_at = [sum(widths[: i + 1]) for i in range(len(widths) - 1)]
+        s0 = None if state is None else jnp.concatenate(
+            [carried(n) for n in vectors], axis=-1)[:, None, :]
+        vector_sums, final = attend(ones, ones, jnp.concatenate(
+            [values[n] for n in vectors], axis=-1), s0)
+        sums.update(zip(vectors, jnp.split(vector_sums, split_at, axis=-1)))
+        new_state.update(zip(vectors, jnp.split(final[:, 0], split_at, axis=-1)))
     divisor = _divisor(sums["count"][..., 0], cfg)
 
     def prefix(name, query):
