@@ -234,3 +234,18 @@ def test_peak_table_and_override():
     assert peak_tflops(123.0, device=Device()) == 123.0
     Device.device_kind = "cpu"
     assert peak_tflops(device=Device()) is None
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_kept(data_dir, tmp_path):
+    config = tiny_config(data_dir, **{"train.num_steps": 2, "eval.every_steps": 0,
+                                      "checkpoint.every_steps": 2})
+    train_and_evaluate(config, tmp_path)
+    state_dir = tmp_path / "checkpoints" / "2" / "state"
+    damaged = [p for p in state_dir.rglob("*") if p.is_file() and p.stat().st_size > 100]
+    for path in damaged:
+        path.write_bytes(b"\0" * 16)
+    config.train.num_steps = 3
+    from fwl_jax.train import CheckpointError
+    with pytest.raises(CheckpointError, match=r"checkpoints/2 cannot be restored.*move that folder"):
+        train_and_evaluate(config, tmp_path)
+    assert all(p.exists() for p in damaged), "nothing of the user's checkpoint is deleted"
