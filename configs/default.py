@@ -78,7 +78,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.every_steps = 500  # validate every N steps (and at the end); 0 = never
     c.eval.max_batches = 50  # validation batches per evaluation; 0 = the whole split
-    c.eval.batch_size = 32  # validation rows per batch
+    c.eval.batch_size = 32  # validation rows per batch; eval.py: documents scored side by side
+    c.eval.split = "test"  # eval.py: the split to score (train, validation or test)
+    c.eval.mode = "standard"  # eval.py: standard or fwl_test_time
+    c.eval.checkpoint_step = 0  # eval.py: the checkpoint to load; 0 = the latest
+    c.eval.carry = "carry"  # eval.py: fast-weight state across windows: carry, reset or decay
+    c.eval.carry_decay = 0.5  # eval.py, carry=decay: factor on the state at each window boundary
+    c.eval.step_sizes = "0.01"  # fwl_test_time: one step size, or six for W1,b1,W2,b2,ln_scale,ln_bias
+    c.eval.max_documents = 0  # eval.py: score only the first N documents; 0 = all
+    c.eval.compare = ""  # eval.py: "A,B" (run folders or .npz files): figures of B against A
 
     c.log = ml_collections.ConfigDict()
     c.log.every_steps = 10  # metrics every N steps

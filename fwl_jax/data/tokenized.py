@@ -41,6 +41,13 @@ class TokenizedSplit:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def head(self, n: int) -> "TokenizedSplit":
+        """The first `n` documents (all of them if n <= 0 or n >= D)."""
+        if n <= 0 or n >= self.num_documents:
+            return self
+        offsets = self.offsets[:n + 1]
+        return TokenizedSplit(self.tokens[:offsets[-1]], offsets, self.doc_ids[:n])
+
     def document(self, d: int) -> np.ndarray:
         return np.asarray(self.tokens[self.offsets[d]:self.offsets[d + 1]], np.int32)
 

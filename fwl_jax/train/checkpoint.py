@@ -48,15 +48,17 @@ class Checkpoints:
         self.manager.close()
 
 
-def restore_params(workdir: str | Path, abstract_params):
-    """The parameters of another run's latest checkpoint (for `init_from`), sharded like
-    `abstract_params`; its optimizer state is not read."""
+def restore_params(workdir: str | Path, abstract_params, step: int | None = None):
+    """The parameters of a run's checkpoint `step` (default the latest), sharded like
+    `abstract_params`; its optimizer state is not read (`init_from`, evaluation)."""
     directory = Path(workdir).absolute() / "checkpoints"
     manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
         read_only=True, create=False))
-    step = manager.latest_step() if directory.exists() else None
-    if step is None:
-        raise CheckpointError(f"init_from: no checkpoint in {directory}.")
+    steps = manager.all_steps() if directory.exists() else []
+    if not steps or (step is not None and step not in steps):
+        wanted = "no checkpoint" if not steps else f"no checkpoint of step {step} (has {steps})"
+        raise CheckpointError(f"{wanted} in {directory}.")
+    step = max(steps) if step is None else step
     target = {"params": abstract_params}
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
     try:
@@ -64,7 +66,7 @@ def restore_params(workdir: str | Path, abstract_params):
             item=target, restore_args=restore_args, partial_restore=True)))
     except Exception as e:
         raise CheckpointError(
-            f"init_from: the parameters of {directory / str(step)} do not fit this model "
+            f"the parameters of {directory / str(step)} do not fit this model "
             f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); the two runs need the same "
             "model sizes.") from None
     finally:

@@ -78,6 +78,14 @@ def differences(saved: dict, current: dict) -> list[str]:
     return changed
 
 
+def builder_options(data: ml_collections.ConfigDict) -> dict:
+    """The dataset builder's options from `config.data`."""
+    options = {"source": data.source or None}
+    if data.dataset == "text_files":
+        options["corpus"] = data.corpus
+    return options
+
+
 def suggest(name: str, choices) -> str:
     close = difflib.get_close_matches(name, list(choices), n=3)
     return f" (did you mean {', '.join(close)}?)" if close else ""

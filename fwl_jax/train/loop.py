@@ -124,7 +124,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     data = prepare_dataset(config.data.dataset, config.data.data_dir,
                            vocab_size=config.data.vocab_size, seed=config.data.seed,
                            process_index=process, process_count=processes,
-                           **_builder_options(config.data))
+                           **config_lib.builder_options(config.data))
     trainer = Trainer(config, mesh)
     checkpoints = Checkpoints(workdir / "checkpoints", keep=config.checkpoint.keep,
                               async_save=config.checkpoint.async_save)
@@ -151,12 +151,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         writer.close()
         checkpoints.close()
 
-
-def _builder_options(data) -> dict:
-    options = {"source": data.source or None}
-    if data.dataset == "text_files":
-        options["corpus"] = data.corpus
-    return options
 
 
 def _loop(config, trainer, state, batches, checkpoints, writer, data, start) -> dict:

@@ -1,0 +1,11 @@
+"""Evaluation: whole-document scoring with carried fast-weight state, reports, per-token
+results and comparison figures."""
+
+from fwl_jax.eval.compare import compare, gains_table
+from fwl_jax.eval.program import MODES, evaluate_run, parse_step_sizes, with_step_sizes
+from fwl_jax.eval.results import load_tokens, prior_occurrences, token_frequencies
+from fwl_jax.eval.scoring import CARRY_POLICIES, TokenScores, WindowScorer, score_split
+
+__all__ = ["CARRY_POLICIES", "MODES", "TokenScores", "WindowScorer", "compare",
+           "evaluate_run", "gains_table", "load_tokens", "prior_occurrences", "score_split",
+           "parse_step_sizes", "token_frequencies", "with_step_sizes"]

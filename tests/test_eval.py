@@ -1,0 +1,197 @@
+"""Evaluation: whole-document scoring against plain loops, the carried state against one
+fwl_logits call over the document, batch-size invariance, reports, figures."""
+
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fwl_jax.data import BOS_ID, EOS_ID, TokenizedSplit
+from fwl_jax.eval import (WindowScorer, compare, evaluate_run, load_tokens, score_split,
+                          parse_step_sizes, with_step_sizes)
+from fwl_jax.eval.results import prior_occurrences, save_tokens
+from fwl_jax.models import ModelConfig, TransformerLM, make_mesh
+from fwl_jax.ops import fwl as fwl_ops
+from fwl_jax.train import ConfigError
+
+L = 8  # window length
+LENGTHS = [1, 0, L - 1, 3 * L + 2, L, 13]
+
+
+def make_split(seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(4, 50, size=sum(LENGTHS)).astype(np.uint16)
+    offsets = np.concatenate([[0], np.cumsum(LENGTHS)]).astype(np.int64)
+    return TokenizedSplit(tokens, offsets, tuple(f"d{i}" for i in range(len(LENGTHS))))
+
+
+def make_model(fwl_enabled=True):
+    cfg = ModelConfig(vocab_size=50, d_model=16, num_layers=1, num_heads=2, mlp_dim=32,
+                      max_len=L, dtype="float32", fwl_enabled=fwl_enabled)
+    model = TransformerLM(cfg)
+    params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, L), jnp.int32)))["params"]
+    raw = {n: jnp.asarray(fwl_ops.inverse_softplus(0.5)) for n in fwl_ops.FAST_TENSORS}
+    params = {**params, "head": {**params["head"], "step_size_raw": raw}}  # visible fast steps
+    return model, params
+
+
+def doc_pairs(split, d):
+    doc = split.document(d)
+    return np.concatenate([[BOS_ID], doc]), np.concatenate([doc, [EOS_ID]])
+
+
+def loop_nll(model, params, split, carry=True):
+    """Window by window, document by document, in plain Python."""
+    out = []
+    for d in range(split.num_documents):
+        inputs, targets = doc_pairs(split, d)
+        state = None
+        for start in range(0, len(inputs), L):
+            x, y = inputs[start:start + L], targets[start:start + L]
+            n = len(x)
+            pad = lambda a: jnp.asarray(np.pad(a, (0, L - n)))[None]  # noqa: E731
+            weights = pad(np.ones(n, np.float32))
+            positions = pad(np.arange(start, start + n))
+            logits, new_state = model.apply({"params": params}, pad(x), targets=pad(y),
+                                            weights=weights, positions=positions,
+                                            fwl_state=state if carry else None)
+            state = new_state if carry else None
+            logp = jax.nn.log_softmax(logits[0, :n])
+            out.extend(np.asarray(-logp[np.arange(n), y]))
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("fwl_enabled", [False, True])
+def test_standard_matches_a_plain_loop(fwl_enabled):
+    model, params = make_model(fwl_enabled)
+    split = make_split()
+    scores, _ = score_split(WindowScorer(model, make_mesh(devices=jax.devices()[:1])), params,
+                            split, seq_len=L, batch_size=2)
+    assert len(scores.nll) == sum(n + 1 for n in LENGTHS)  # every target once, EOS included
+    for d in range(split.num_documents):
+        mine = scores.doc_index == d
+        np.testing.assert_array_equal(scores.position[mine], np.arange(LENGTHS[d] + 1))
+        np.testing.assert_array_equal(scores.token[mine], doc_pairs(split, d)[1])
+    reference = loop_nll(model, params, split)
+    np.testing.assert_allclose(scores.nll, reference, rtol=2e-5, atol=2e-6)
+    assert scores.perplexity == pytest.approx(np.exp(reference.astype(np.float64).mean()),
+                                              rel=1e-5)
+
+
+def test_carried_state_equals_one_call_over_the_document():
+    model, params = make_model()
+    split = make_split()
+    d = 3  # 3L + 2 tokens: four windows
+    scores, _ = score_split(WindowScorer(model, make_mesh(devices=jax.devices()[:1])), params,
+                            split, seq_len=L, batch_size=1)
+    inputs, targets = doc_pairs(split, d)
+    hidden = []
+    for start in range(0, len(inputs), L):
+        x = inputs[start:start + L]
+        h = model.apply({"params": params}, jnp.asarray(x)[None],
+                        positions=jnp.arange(start, start + len(x))[None],
+                        method=TransformerLM.hidden)
+        hidden.append(h)
+    h = jnp.concatenate(hidden, axis=1)  # the body window by window, outputs concatenated
+    head = {**params["head"], "step_size_raw": params["head"]["step_size_raw"]}
+    logits, _ = fwl_ops.fwl_logits(head, h, jnp.asarray(targets)[None],
+                                   jnp.ones((1, len(targets))), model.config.fwl)
+    logp = jax.nn.log_softmax(logits[0])
+    expected = -np.asarray(logp[np.arange(len(targets)), targets])
+    np.testing.assert_allclose(scores.nll[scores.doc_index == d], expected, rtol=2e-5, atol=2e-6)
+    reset, _ = score_split(WindowScorer(model, make_mesh(devices=jax.devices()[:1])), params,
+                           split, seq_len=L, batch_size=1, carry="reset")
+    later = (scores.doc_index == d) & (scores.position >= L)
+    assert not np.allclose(reset.nll[later], scores.nll[later]), "the carry matters"
+    np.testing.assert_allclose(reset.nll, loop_nll(model, params, split, carry=False),
+                               rtol=2e-5, atol=2e-6)
+
+
+def test_results_do_not_depend_on_the_batch_size():
+    model, params = make_model()
+    split = make_split()
+    runs = [score_split(WindowScorer(model, make_mesh(devices=jax.devices()[:b])), params,
+                        split, seq_len=L, batch_size=b)[0] for b in (1, 2, 4)]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other.doc_index, runs[0].doc_index)
+        np.testing.assert_allclose(other.nll, runs[0].nll, rtol=1e-6, atol=1e-7)
+
+
+def test_prior_occurrences_and_step_size_options():
+    docs = np.array([0, 0, 0, 0, 1, 1, 1])
+    tokens = np.array([5, 3, 5, 5, 5, 3, 3])
+    np.testing.assert_array_equal(prior_occurrences(docs, tokens), [0, 0, 1, 2, 0, 0, 1])
+    assert parse_step_sizes("0.02") == dict.fromkeys(fwl_ops.FAST_TENSORS, 0.02)
+    assert parse_step_sizes("1,2,3,4,5,6")["ln_bias"] == 6.0
+    for bad in ("0", "1,2", "x"):
+        with pytest.raises(ConfigError, match="eval.step_sizes"):
+            parse_step_sizes(bad)
+    _, params = make_model()
+    changed = with_step_sizes(params, {"W1": 0.3})
+    assert float(jax.nn.softplus(changed["head"]["step_size_raw"]["W1"])) == pytest.approx(0.3)
+
+
+def test_compare_figures(tmp_path):
+    model, params = make_model()
+    split = make_split()
+    scorer = WindowScorer(model, make_mesh(devices=jax.devices()[:1]))
+    frequencies = np.arange(50) * 7
+    for name, carry in (("a", "reset"), ("b", "carry")):
+        scores, _ = score_split(scorer, params, split, seq_len=L, batch_size=2, carry=carry)
+        save_tokens(tmp_path / f"{name}.npz", scores, split.doc_ids, frequencies)
+    summary = compare(tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "out", names=("reset", "carry"))
+    for figure in summary["figures"].values():
+        data = open(figure["path"], "rb").read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        assert sum(figure["tokens"]) == summary["tokens"] == sum(n + 1 for n in LENGTHS)
+    assert summary["top_documents"][0]["doc_id"] in split.doc_ids
+    assert json.loads((tmp_path / "out" / "gains.json").read_text())["tokens"] == summary["tokens"]
+    tokens = load_tokens(tmp_path / "a.npz")
+    assert set(tokens) >= {"doc_index", "position", "token", "nll", "train_frequency",
+                           "prior_occurrences", "doc_ids"}
+
+
+def test_eval_program_end_to_end(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import data_fixtures
+    from configs import tiny
+    from fwl_jax.train import train_and_evaluate
+    data_fixtures.write_text_corpus(tmp_path / "corpus")
+
+    def config(**overrides):
+        c = tiny.get_config()
+        c.update_from_flattened_dict({
+            "data.dataset": "text_files", "data.source": str(tmp_path / "corpus"),
+            "data.data_dir": str(tmp_path / "data"), "data.vocab_size": 400,
+            "train.num_steps": 3, "eval.every_steps": 0, "log.progress_bar": False,
+            "eval.batch_size": 2, **overrides})
+        return c
+    devices = jax.devices()[:1]
+    train_and_evaluate(config(**{"model.fwl_enabled": False}), tmp_path / "plain", devices=devices)
+    standard = evaluate_run(config(**{"model.fwl_enabled": False}), tmp_path / "plain",
+                            devices=devices)
+    test_time = evaluate_run(config(**{"model.fwl_enabled": False, "eval.mode": "fwl_test_time",
+                                       "eval.step_sizes": "0.05"}), tmp_path / "plain",
+                             devices=devices)
+    assert standard["tokens"] == test_time["tokens"] > 0 and standard["documents"] == 2
+    assert test_time["perplexity"] != standard["perplexity"]
+    assert test_time["settings"]["step_sizes"]["W1"] == 0.05
+    assert test_time["flops_vs_plain_standard"] > 1.0 == standard["flops_vs_plain_standard"]
+    saved = json.loads((tmp_path / "plain" / "eval" / "test_fwl_test_time.json").read_text())
+    assert saved["perplexity"] == test_time["perplexity"] and "time_vs_standard" in saved
+    with pytest.raises(ConfigError, match="eval.mode must be one of"):
+        evaluate_run(config(**{"eval.mode": "dynamc"}), tmp_path / "plain", devices=devices)
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "eval.py", "--config=configs/tiny.py", f"--workdir={tmp_path / 'cmp'}",
+         f"--config.eval.compare={tmp_path / 'plain' / 'eval' / 'test_standard.npz'},"
+         f"{tmp_path / 'plain' / 'eval' / 'test_fwl_test_time.npz'}"],
+        cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count(".png") == 3 and "| document | tokens |" in result.stdout
