@@ -80,12 +80,21 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.max_batches = 50  # validation batches per evaluation; 0 = the whole split
     c.eval.batch_size = 32  # validation rows per batch; eval.py: documents scored side by side
     c.eval.split = "test"  # eval.py: the split to score (train, validation or test)
-    c.eval.mode = "standard"  # eval.py: standard or fwl_test_time
+    c.eval.mode = "standard"  # eval.py: standard, dynamic, fwl_test_time or fwl+dynamic
     c.eval.checkpoint_step = 0  # eval.py: the checkpoint to load; 0 = the latest
     c.eval.carry = "carry"  # eval.py: fast-weight state across windows: carry, reset or decay
     c.eval.carry_decay = 0.5  # eval.py, carry=decay: factor on the state at each window boundary
     c.eval.step_sizes = "0.01"  # fwl_test_time: one step size, or six for W1,b1,W2,b2,ln_scale,ln_bias
     c.eval.max_documents = 0  # eval.py: score only the first N documents; 0 = all
+    c.eval.segment_len = 0  # dynamic: tokens scored before each update (divides seq_len); 0 = seq_len
+    c.eval.lr = 1e-4  # dynamic: learning rate of the update
+    c.eval.rule = "sgd"  # dynamic: sgd or rms (Krause et al. 2018)
+    c.eval.decay = 0.0  # dynamic, rms: decay toward the trained parameters
+    c.eval.eps = 1e-8  # dynamic, rms: added to the root mean squared gradient
+    c.eval.dynamic_params = "all"  # dynamic: which parameters adapt: all, head or body
+    c.eval.ms_batches = 20  # dynamic, rms: training batches for the mean squared gradient
+    c.eval.sweep = ""  # eval.py: comma-separated values of lr (dynamic modes) or step size
+    #                    (fwl_test_time) tried on validation; the best scores eval.split
     c.eval.compare = ""  # eval.py: "A,B" (run folders or .npz files): figures of B against A
 
     c.log = ml_collections.ConfigDict()

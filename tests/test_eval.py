@@ -102,8 +102,8 @@ def test_carried_state_equals_one_call_over_the_document():
     logp = jax.nn.log_softmax(logits[0])
     expected = -np.asarray(logp[np.arange(len(targets)), targets])
     np.testing.assert_allclose(scores.nll[scores.doc_index == d], expected, rtol=2e-5, atol=2e-6)
-    reset, _ = score_split(WindowScorer(model, make_mesh(devices=jax.devices()[:1])), params,
-                           split, seq_len=L, batch_size=1, carry="reset")
+    reset, _ = score_split(WindowScorer(model, make_mesh(devices=jax.devices()[:1]),
+                                        carry="reset"), params, split, seq_len=L, batch_size=1)
     later = (scores.doc_index == d) & (scores.position >= L)
     assert not np.allclose(reset.nll[later], scores.nll[later]), "the carry matters"
     np.testing.assert_allclose(reset.nll, loop_nll(model, params, split, carry=False),
@@ -137,10 +137,10 @@ def test_prior_occurrences_and_step_size_options():
 def test_compare_figures(tmp_path):
     model, params = make_model()
     split = make_split()
-    scorer = WindowScorer(model, make_mesh(devices=jax.devices()[:1]))
     frequencies = np.arange(50) * 7
     for name, carry in (("a", "reset"), ("b", "carry")):
-        scores, _ = score_split(scorer, params, split, seq_len=L, batch_size=2, carry=carry)
+        scorer = WindowScorer(model, make_mesh(devices=jax.devices()[:1]), carry=carry)
+        scores, _ = score_split(scorer, params, split, seq_len=L, batch_size=2)
         save_tokens(tmp_path / f"{name}.npz", scores, split.doc_ids, frequencies)
     summary = compare(tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "out", names=("reset", "carry"))
     for figure in summary["figures"].values():
@@ -195,3 +195,93 @@ def test_eval_program_end_to_end(tmp_path):
         cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count(".png") == 3 and "| document | tokens |" in result.stdout
+
+
+def dynamic_scores(model, params, split, settings, batch_size=2, **kwargs):
+    from fwl_jax.eval.dynamic import DynamicScorer
+    scorer = DynamicScorer(model, make_mesh(devices=jax.devices()[:batch_size]), settings, **kwargs)
+    return score_split(scorer, params, split, seq_len=L, batch_size=batch_size)[0]
+
+
+@pytest.mark.parametrize("fwl_enabled", [False, True])
+def test_dynamic_with_lr_zero_equals_standard(fwl_enabled):
+    from fwl_jax.eval.dynamic import DynamicSettings
+    model, params = make_model(fwl_enabled)
+    split = make_split()
+    standard, _ = score_split(WindowScorer(model, make_mesh(devices=jax.devices()[:2])), params,
+                              split, seq_len=L, batch_size=2)
+    for segment_len in (L, L // 2):
+        dynamic = dynamic_scores(model, params, split, DynamicSettings(segment_len, lr=0.0))
+        np.testing.assert_array_equal(dynamic.doc_index, standard.doc_index)
+        np.testing.assert_allclose(dynamic.nll, standard.nll, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("part", ["all", "head"])
+def test_dynamic_scores_before_it_updates(part):
+    from fwl_jax.eval.dynamic import DynamicSettings
+    model, params = make_model(fwl_enabled=False)
+    split = make_split()
+    still = dynamic_scores(model, params, split, DynamicSettings(L // 2, lr=0.0, params=part))
+    moved = dynamic_scores(model, params, split, DynamicSettings(L // 2, lr=0.5, params=part))
+    first = still.position < L // 2  # every document's first segment
+    np.testing.assert_allclose(moved.nll[first], still.nll[first], rtol=2e-5, atol=2e-6)
+    later = ~first & (still.doc_index == 3)
+    assert np.abs(moved.nll[later] - still.nll[later]).min() > 1e-6, "later segments adapt"
+    # Each document starts again from the trained parameters.
+    again = dynamic_scores(model, params, make_split().head(4), DynamicSettings(L // 2, lr=0.5,
+                                                                                params=part))
+    mine = moved.doc_index == 3
+    np.testing.assert_allclose(again.nll[again.doc_index == 3], moved.nll[mine], rtol=2e-5,
+                               atol=2e-6)
+
+
+def test_rms_rule_by_hand():
+    from fwl_jax.eval.dynamic import rms_update
+    theta0 = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([0.5])}
+    ms = {"a": jnp.array([4.0, 1.0]), "b": jnp.array([0.25])}  # rms 2, 1, 0.5; mean 7/6
+    lr, decay, eps = 0.1, 0.3, 0.0
+    g1 = {"a": jnp.array([1.0, -2.0]), "b": jnp.array([4.0])}
+    step1 = rms_update(theta0, g1, theta0, ms, lr=lr, decay=decay, eps=eps)
+    # theta0 - lr * g / rms (no decay: theta == theta0)
+    np.testing.assert_allclose(step1["a"], [1.0 - 0.1 * 1 / 2, 2.0 + 0.1 * 2 / 1], rtol=1e-6)
+    np.testing.assert_allclose(step1["b"], [0.5 - 0.1 * 4 / 0.5], rtol=1e-6)
+    g2 = {"a": jnp.array([0.0, 0.0]), "b": jnp.array([0.0])}
+    step2 = rms_update(step1, g2, theta0, ms, lr=lr, decay=decay, eps=eps)
+    # decay rate min(0.3 * rms / (7/6), 1) pulls back toward theta0
+    rate_a = np.minimum(0.3 * np.array([2.0, 1.0]) / (7 / 6), 1.0)
+    rate_b = min(0.3 * 0.5 / (7 / 6), 1.0)
+    np.testing.assert_allclose(step2["a"], np.array([0.95, 2.2]) + rate_a * (
+        np.array([1.0, 2.0]) - np.array([0.95, 2.2])), rtol=1e-6)
+    np.testing.assert_allclose(step2["b"], [-0.3 + rate_b * (0.5 + 0.3)], rtol=1e-6)
+
+
+def test_dynamic_modes_and_sweep_end_to_end(tmp_path):
+    import data_fixtures
+    from configs import tiny
+    from fwl_jax.train import train_and_evaluate
+    data_fixtures.write_text_corpus(tmp_path / "corpus")
+
+    def config(**overrides):
+        c = tiny.get_config()
+        c.update_from_flattened_dict({
+            "data.dataset": "text_files", "data.source": str(tmp_path / "corpus"),
+            "data.data_dir": str(tmp_path / "data"), "data.vocab_size": 400,
+            "train.num_steps": 3, "eval.every_steps": 0, "log.progress_bar": False,
+            "eval.batch_size": 2, "eval.segment_len": 32, **overrides})
+        return c
+    devices = jax.devices()[:2]
+    train_and_evaluate(config(), tmp_path / "run", devices=devices)
+    sgd = evaluate_run(config(**{"eval.mode": "dynamic", "eval.sweep": "0,0.01"}),
+                       tmp_path / "run", devices=devices)
+    assert [r["value"] for r in sgd["sweep"]["results"]] == [0.0, 0.01]
+    assert sgd["settings"]["dynamic"]["lr"] == sgd["sweep"]["best"]
+    assert sgd["flops_vs_plain_standard"] > 2.5
+    rms = evaluate_run(config(**{"eval.mode": "fwl+dynamic", "eval.rule": "rms",
+                                 "eval.lr": 1e-3, "eval.decay": 0.01, "eval.ms_batches": 2,
+                                 "eval.dynamic_params": "head"}), tmp_path / "run",
+                       devices=devices)
+    assert rms["tokens"] == sgd["tokens"] and np.isfinite(rms["perplexity"])
+    assert (tmp_path / "run" / "eval" / "test_fwl+dynamic.npz").exists()
+    with pytest.raises(ConfigError, match="segment_len 24 must divide seq_len 64"):
+        evaluate_run(config(**{"eval.mode": "dynamic", "eval.segment_len": 24}),
+                     tmp_path / "run", devices=devices)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from fwl_jax.data import FIELDS, TokenizedSplit, eval_batches, eval_schedule
+from fwl_jax.data import FIELDS, TokenizedSplit, eval_batches, eval_schedule, num_windows
 from fwl_jax.models import TransformerLM
 from fwl_jax.ops import fwl as fwl_ops
 
@@ -68,12 +68,14 @@ def _window_nll(model: TransformerLM, params, batch, state, keep):
 class WindowScorer:
     """jit-compiled window scoring of one model on one mesh."""
 
-    def __init__(self, model: TransformerLM, mesh: jax.sharding.Mesh):
-        self.model, self.mesh = model, mesh
+    def __init__(self, model: TransformerLM, mesh: jax.sharding.Mesh, *,
+                 carry: str = "carry", carry_decay: float = 1.0):
+        self.model, self.mesh, self.carry, self.carry_decay = model, mesh, carry, carry_decay
         self.sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
         self._score = jax.jit(lambda p, b, s, k: _window_nll(model, p, b, s, k))
 
-    def initial_state(self, lanes: int):
+    def initial(self, params, lanes: int):
+        """The carry into the first window: an empty fast-weight state per lane."""
         cfg = self.model.config
         if not cfg.fwl_enabled:
             return None
@@ -82,38 +84,44 @@ class WindowScorer:
         return zeros()
 
     def score(self, params, local_batch: dict, state, keep: np.ndarray):
+        """(NLL [b, L], the carry into the next window)."""
         batch = {k: jax.make_array_from_process_local_data(self.sharding, local_batch[k])
                  for k in FIELDS}
         keep = jax.make_array_from_process_local_data(self.sharding, keep)
         return self._score(params, batch, state, keep)
 
 
-def score_split(scorer: WindowScorer, params, split: TokenizedSplit, *, seq_len: int,
-                batch_size: int, carry: str = "carry", carry_decay: float = 1.0,
+def score_split(scorer, params, split: TokenizedSplit, *, seq_len: int, batch_size: int,
                 progress=None) -> tuple[TokenScores, float]:
-    """Scores every target of `split`; returns the scores and the seconds it took.
-    `batch_size` is the number of lanes over all processes; `progress(docs, tokens,
-    nll_sum)` is called after each batch."""
+    """Scores every target of `split` with `scorer` (a WindowScorer or a DynamicScorer);
+    returns the scores and the seconds it took.
+    `batch_size` is the number of lanes over all processes; `progress(step, steps,
+    documents_done, tokens, nll_sum)` is called after each batch."""
     processes, process = jax.process_count(), jax.process_index()
     lanes = batch_size // processes
     steps = eval_schedule(split, seq_len, batch_size).shape[0]
-    state = scorer.initial_state(batch_size)
-    pieces, tokens, nll_sum = [], 0, 0.0
+    state = scorer.initial(params, batch_size)
+    windows = num_windows(split, seq_len)
+    pieces, tokens, nll_sum, documents_done = [], 0, 0.0, 0
     start = time.perf_counter()
     for step, batch in enumerate(eval_batches(split, seq_len, lanes, process_index=process,
                                               process_count=processes)):
-        keep = carry_factors(batch["window_index"], carry, carry_decay)
+        keep = carry_factors(batch["window_index"], scorer.carry, scorer.carry_decay)
         nll, state = scorer.score(params, batch, state, keep)
         fields = multihost_utils.process_allgather(
-            {k: batch[k] for k in ("doc_index", "positions", "targets", "weights")}, tiled=True)
+            {k: batch[k] for k in ("doc_index", "window_index", "positions", "targets",
+                                   "weights")}, tiled=True)
         nll = np.asarray(multihost_utils.process_allgather(nll, tiled=True))
         real = fields["weights"] > 0
+        last = fields["doc_index"] >= 0
+        documents_done += int(np.sum(fields["window_index"][last] ==
+                                     windows[fields["doc_index"][last]] - 1))
         docs = np.broadcast_to(fields["doc_index"][:, None], real.shape)[real]
         pieces.append((docs, fields["positions"][real], fields["targets"][real], nll[real]))
         tokens += int(real.sum())
         nll_sum += float(nll[real].sum(dtype=np.float64))
         if progress is not None:
-            progress(step + 1, steps, tokens, nll_sum)
+            progress(step + 1, steps, documents_done, tokens, nll_sum)
     seconds = time.perf_counter() - start
     if not pieces:
         empty = np.zeros((0,), np.int32)

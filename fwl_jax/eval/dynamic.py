@@ -1,0 +1,186 @@
+"""Dynamic evaluation (Krause et al. 2018, 2019): the model adapts its parameters to the
+document by gradient descent as it reads it; the baseline the FWL is meant to replace.
+
+Each window of `seq_len` tokens is read in segments of `segment_len`. A segment is scored
+first, with the current parameters and the window's earlier segments as context (their
+keys and values kept in the KV cache as they were computed, as Transformer-XL memory is);
+then the selected parameters (`all`, `head` or `body`) take one step on the segment's mean
+loss. Parameters return to the trained ones at each document start. With fast weights on
+(`fwl+dynamic`) the head's state is carried across segments and windows as in `standard`.
+
+Rules, for the selected parameters theta (theta0: the trained values):
+  sgd: theta <- theta - lr * g
+  rms: theta <- theta - lr * g / (sqrt(ms) + eps) + min(decay * rms_norm, 1) * (theta0 - theta),
+       ms the mean squared gradient per parameter over training batches and
+       rms_norm = sqrt(ms) / mean(sqrt(ms)) (Krause et al. 2018, eq. 6-8).
+One jit-compiled step per window: a `lax.scan` over its segments, vmapped over the lanes
+(documents), each lane with its own copy of the selected parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fwl_jax.data import FIELDS
+from fwl_jax.models import TransformerLM
+from fwl_jax.models.decode import init_cache
+from fwl_jax.ops import fwl as fwl_ops
+
+RULES = ("sgd", "rms")
+PARTS = ("all", "head", "body")
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicSettings:
+    segment_len: int = 128  # tokens scored before each update
+    lr: float = 1e-4  # step size of the update
+    rule: str = "sgd"  # sgd or rms
+    decay: float = 0.0  # rms: pull toward the trained parameters
+    eps: float = 1e-8  # rms: added to sqrt(ms)
+    params: str = "all"  # which parameters adapt: all, head or body
+
+    def check(self, seq_len: int) -> None:
+        if self.rule not in RULES or self.params not in PARTS:
+            raise ValueError(f"dynamic rule must be one of {RULES} and params one of {PARTS}, "
+                             f"got {self.rule!r}, {self.params!r}")
+        if self.segment_len < 1 or seq_len % self.segment_len:
+            raise ValueError(f"segment_len {self.segment_len} must divide seq_len {seq_len}")
+
+
+def split_params(params: dict, part: str) -> tuple[dict, dict]:
+    """(the adapted parameters, the fixed rest)."""
+    if part == "all":
+        return params, {}
+    return params[part], {k: v for k, v in params.items() if k != part}
+
+
+def merge_params(selected: dict, rest: dict, part: str) -> dict:
+    return selected if part == "all" else {**rest, part: selected}
+
+
+def rms_update(theta, grad, theta0, ms, *, lr: float, decay: float, eps: float):
+    """One step of the RMS rule with decay toward theta0 (pytrees of equal structure)."""
+    rms = jax.tree.map(jnp.sqrt, ms)
+    mean_rms = sum(jnp.sum(r) for r in jax.tree.leaves(rms)) / sum(
+        r.size for r in jax.tree.leaves(rms))
+    return jax.tree.map(
+        lambda t, g, t0, r: t - lr * g / (r + eps)
+        + jnp.minimum(decay * r / mean_rms, 1.0) * (t0 - t), theta, grad, theta0, rms)
+
+
+def sgd_update(theta, grad, *, lr: float):
+    return jax.tree.map(lambda t, g: t - lr * g, theta, grad)
+
+
+def mean_squared_gradients(model: TransformerLM, params: dict, part: str, batches) -> dict:
+    """Per-parameter mean of the squared gradient of the mean token loss over `batches`
+    (dicts of [B, T] arrays, e.g. packed training rows), for the `rms` rule."""
+    selected, rest = split_params(params, part)
+
+    @jax.jit
+    def squared(selected, batch):
+        def loss(selected):
+            weights = batch["weights"].astype(jnp.float32)
+            logits, _ = model.apply({"params": merge_params(selected, rest, part)},
+                                    batch["inputs"], targets=batch["targets"], weights=weights,
+                                    segment_ids=batch["segment_ids"],
+                                    positions=batch["positions"])
+            ce = optax.softmax_cross_entropy_with_integer_labels(
+                logits.astype(jnp.float32), batch["targets"])
+            return jnp.sum(ce * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+        return jax.tree.map(jnp.square, jax.grad(loss)(selected))
+
+    total, count = None, 0
+    for batch in batches:
+        sq = squared(selected, {k: jnp.asarray(batch[k]) for k in FIELDS})
+        total = sq if total is None else jax.tree.map(jnp.add, total, sq)
+        count += 1
+    if not count:
+        raise ValueError("no training batches to measure gradients on")
+    return jax.tree.map(lambda x: x / count, total)
+
+
+class DynamicScorer:
+    """Scores windows with dynamic evaluation; the carry between windows is
+    (each lane's adapted parameters, each lane's fast-weight state)."""
+
+    def __init__(self, model: TransformerLM, mesh, settings: DynamicSettings, *,
+                 carry: str = "carry", carry_decay: float = 1.0, ms: dict | None = None):
+        settings.check(model.config.max_len)
+        if settings.rule == "rms" and ms is None:
+            raise ValueError("the rms rule needs the mean squared gradients (ms)")
+        self.model, self.mesh, self.settings = model, mesh, settings
+        self.carry, self.carry_decay, self.ms = carry, carry_decay, ms
+        self.sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+        self._step = jax.jit(self._window, donate_argnums=(2,))
+
+    def initial(self, params, lanes: int):
+        selected, _ = split_params(params, self.settings.params)
+        cfg = self.model.config
+        lane_params = jax.tree.map(lambda x: jnp.broadcast_to(x, (lanes,) + x.shape), selected)
+        state = fwl_ops.init_state(lanes, cfg.d_model, cfg.fwl) if cfg.fwl_enabled else None
+        return jax.device_put((lane_params, state), self.sharding)
+
+    def score(self, params, local_batch: dict, carry, keep: np.ndarray):
+        put = lambda x: jax.make_array_from_process_local_data(self.sharding, x)  # noqa: E731
+        batch = {k: put(local_batch[k]) for k in FIELDS}
+        new_doc = put((local_batch["window_index"] == 0).astype(np.float32))
+        return self._step(params, batch, carry, put(keep), new_doc)
+
+    def _window(self, params, batch, carry, keep, new_doc):
+        s, part = self.settings, self.settings.params
+        theta0, rest = split_params(params, part)
+        lane_params, state = carry
+        lane_params = jax.tree.map(
+            lambda t, t0: jnp.where(new_doc.reshape((-1,) + (1,) * t0.ndim) > 0, t0[None], t),
+            lane_params, theta0)
+        if state is not None:
+            state = jax.tree.map(
+                lambda x: x * keep.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype), state)
+        lanes, length = batch["inputs"].shape
+        segments = {k: batch[k].reshape(lanes, length // s.segment_len, s.segment_len)
+                    for k in ("inputs", "targets", "weights")}
+        nll, lane_params, state = jax.vmap(
+            lambda p, st, seg: self._lane(p, st, seg, theta0, rest))(lane_params, state, segments)
+        return nll.reshape(lanes, length), (lane_params, state)
+
+    def _lane(self, theta, state, segments, theta0, rest):
+        """One document's window: scan over its segments (inputs [K, S])."""
+        s, model = self.settings, self.model
+        cache = init_cache(model, 1)
+
+        def segment_loss(theta, state, cache, seg):
+            params = merge_params(theta, rest, s.params)
+            weights = seg["weights"].astype(jnp.float32)[None]
+            h, mutated = model.apply({"params": params, "cache": cache}, seg["inputs"][None],
+                                     decode=True, method=TransformerLM.hidden, mutable=["cache"])
+            batched = None if state is None else jax.tree.map(lambda x: x[None], state)
+            logits, new_state = model.apply({"params": params}, h, seg["targets"][None],
+                                            weights, None, batched,
+                                            method=lambda m, *a: m.head(*a))
+            logp = jax.nn.log_softmax(logits[0].astype(jnp.float32))
+            nll = -jnp.take_along_axis(logp, seg["targets"][:, None], axis=-1)[:, 0] * weights[0]
+            new_state = None if new_state is None else jax.tree.map(lambda x: x[0], new_state)
+            loss = jnp.sum(nll) / jnp.maximum(jnp.sum(weights), 1.0)
+            return loss, (nll, mutated["cache"], new_state)
+
+        def step(carry, seg):
+            theta, state, cache = carry
+            (_, (nll, cache, state)), grad = jax.value_and_grad(
+                segment_loss, has_aux=True)(theta, state, cache, seg)
+            if s.rule == "sgd":
+                updated = sgd_update(theta, grad, lr=s.lr)
+            else:
+                updated = rms_update(theta, grad, theta0, self.ms, lr=s.lr, decay=s.decay,
+                                     eps=s.eps)
+            active = jnp.any(seg["weights"] > 0)  # padding segments change nothing
+            theta = jax.tree.map(lambda u, t: jnp.where(active, u, t), updated, theta)
+            return (theta, state, cache), nll
+
+        (theta, state, _), nll = jax.lax.scan(step, (theta, state, cache), segments)
+        return nll, theta, state
