@@ -17,7 +17,7 @@ def _blocks(language):
 def test_python_examples_run(tmp_path, monkeypatch):
     """The shell commands run first (in a fresh folder), then each Python block there."""
     monkeypatch.chdir(tmp_path)
-    for name in ("train.py", "configs"):
+    for name in ("train.py", "eval.py", "configs"):
         (tmp_path / name).symlink_to(ROOT / name)
     commands = [line for block in _blocks("sh") for line in block.splitlines()
                 if line.startswith("python ")]
@@ -27,6 +27,8 @@ def test_python_examples_run(tmp_path, monkeypatch):
         result = subprocess.run(argv, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "runs" / "tiny" / "checkpoints").is_dir()
+    assert (tmp_path / "runs" / "tiny" / "eval" / "test_standard.json").exists()
+    assert len(list((tmp_path / "runs" / "compare" / "compare").glob("*.png"))) == 3
     blocks = _blocks("python")
     checks = [("logits", (2, 128, 1000)), ("logits", (2, 128, 512)), ("batch", None)]
     assert len(blocks) == len(checks)
