@@ -77,7 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every_steps = 500  # validate every N steps (and at the end); 0 = never
-    c.eval.max_batches = 50  # validation batches per evaluation; 0 = the whole split
+    c.eval.max_documents = 0  # validation (and eval.py): the first N documents; 0 = all
     c.eval.batch_size = 32  # validation rows per batch; eval.py: documents scored side by side
     c.eval.split = "test"  # eval.py: the split to score (train, validation or test)
     c.eval.mode = "standard"  # eval.py: standard, dynamic, fwl_test_time or fwl+dynamic
@@ -85,7 +85,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.carry = "carry"  # eval.py: fast-weight state across windows: carry, reset or decay
     c.eval.carry_decay = 0.5  # eval.py, carry=decay: factor on the state at each window boundary
     c.eval.step_sizes = "0.01"  # fwl_test_time: one step size, or six for W1,b1,W2,b2,ln_scale,ln_bias
-    c.eval.max_documents = 0  # eval.py: score only the first N documents; 0 = all
     c.eval.segment_len = 0  # dynamic: tokens scored before each update (divides seq_len); 0 = seq_len
     c.eval.lr = 1e-4  # dynamic: learning rate of the update
     c.eval.rule = "sgd"  # dynamic: sgd or rms (Krause et al. 2018)

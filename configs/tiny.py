@@ -17,7 +17,7 @@ def get_config():
     c.train.learning_rate = 3e-3  # fast learning at this size
     c.checkpoint.every_steps = 10  # checkpoints during the run
     c.eval.every_steps = 15  # validation during the run
-    c.eval.max_batches = 4  # quick validation
+    c.eval.max_documents = 1  # quick validation: one play
     c.eval.batch_size = 8  # validation rows per batch
     c.log.every_steps = 1  # every step
     return c

@@ -24,5 +24,5 @@ def get_config():
     c.train.learning_rate = 3e-4  # peak
     c.checkpoint.every_steps = 2000  # checkpoints
     c.eval.every_steps = 2000  # validation
-    c.eval.max_batches = 0  # the whole validation split
+    c.eval.max_documents = 0  # the whole validation split
     return c

@@ -170,7 +170,7 @@ def test_eval_program_end_to_end(tmp_path):
             "data.dataset": "text_files", "data.source": str(tmp_path / "corpus"),
             "data.data_dir": str(tmp_path / "data"), "data.vocab_size": 400,
             "train.num_steps": 3, "eval.every_steps": 0, "log.progress_bar": False,
-            "eval.batch_size": 2, **overrides})
+            "eval.batch_size": 2, "eval.max_documents": 0, **overrides})
         return c
     devices = jax.devices()[:1]
     train_and_evaluate(config(**{"model.fwl_enabled": False}), tmp_path / "plain", devices=devices)

@@ -100,7 +100,7 @@ def compare(path_a: Path, path_b: Path, out_dir: Path, names=("A", "B"),
 
 def gains_table(summary: dict) -> str:
     """The top documents as a Markdown table."""
-    rows = [f"| document | tokens | mean NLL gain (nats) |", "|---|---|---|"]
+    rows = ["| document | tokens | mean NLL gain (nats) |", "|---|---|---|"]
     rows += [f"| {d['doc_id']} | {d['tokens']} | {d['mean_gain']:+.4f} |"
              for d in summary["top_documents"]]
     return "\n".join(rows)

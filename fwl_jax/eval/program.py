@@ -30,7 +30,7 @@ from fwl_jax.models.flops import flop_breakdown
 from fwl_jax.ops.fwl import FAST_TENSORS, inverse_softplus
 from fwl_jax.train import config as config_lib
 from fwl_jax.train.checkpoint import restore_params
-from fwl_jax.train.loop import maybe_initialize_distributed
+from fwl_jax.train.distributed import maybe_initialize_distributed
 from fwl_jax.train.step import Trainer
 
 MODES = ("standard", "dynamic", "fwl_test_time", "fwl+dynamic")

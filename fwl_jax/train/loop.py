@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import signal
 import time
 from pathlib import Path
@@ -20,10 +19,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from fwl_jax.data import eval_batches, prepare_dataset, train_iterator
+from fwl_jax.data import prepare_dataset, train_iterator
+from fwl_jax.eval.scoring import WindowScorer, score_split
 from fwl_jax.models import flops_per_token, make_mesh
 from fwl_jax.train import config as config_lib
 from fwl_jax.train.checkpoint import Checkpoints, restore_params
+from fwl_jax.train.distributed import maybe_initialize_distributed
 from fwl_jax.train.metrics import MetricWriter, peak_tflops
 from fwl_jax.train.step import Trainer
 
@@ -32,21 +33,6 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(RuntimeError):
     """The loss or gradient norm became NaN or infinite."""
-
-
-def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
-    """`jax.distributed.initialize` when the environment names a coordinator
-    (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) or the config asks
-    (`distributed=True`: cluster auto-detection, e.g. TPU pods, SLURM)."""
-    if jax.distributed.is_initialized():
-        return
-    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        jax.distributed.initialize(
-            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-            process_id=int(os.environ["JAX_PROCESS_ID"]))
-    elif config.distributed:
-        jax.distributed.initialize()
 
 
 def _check_identity(workdir: Path, config, resuming: bool) -> None:
@@ -75,18 +61,16 @@ def _check_batch(config, mesh) -> None:
 
 
 def evaluate(trainer: Trainer, params, split, config) -> dict[str, float]:
-    """Mean token loss and perplexity over the validation windows (whole documents, each
-    window on its own; the fast-weight state is not carried here)."""
-    batches = eval_batches(split, config.data.seq_len, config.eval.batch_size // jax.process_count(),
-                           process_index=jax.process_index(), process_count=jax.process_count())
-    loss_sum, tokens = 0.0, 0.0
-    for i, batch in enumerate(batches):
-        if config.eval.max_batches and i == config.eval.max_batches:
-            break
-        out = jax.device_get(trainer.eval_step(params, trainer.global_batch(batch)))
-        loss_sum, tokens = loss_sum + float(out["loss_sum"]), tokens + float(out["tokens"])
-    loss = loss_sum / max(tokens, 1.0)
-    return {"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0)), "eval/tokens": tokens}
+    """Perplexity over the first `eval.max_documents` validation documents (all if 0),
+    whole, with the fast-weight state carried as `eval.carry` says (as eval.py does)."""
+    scorer = WindowScorer(trainer.model, trainer.mesh, carry=config.eval.carry,
+                          carry_decay=config.eval.carry_decay)
+    with trainer.context():
+        scores, _ = score_split(scorer, params, split.head(config.eval.max_documents),
+                                seq_len=config.data.seq_len, batch_size=config.eval.batch_size)
+    return {"eval/loss": scores.mean_nll,
+            "eval/perplexity": math.exp(min(scores.mean_nll, 50.0)),
+            "eval/tokens": float(len(scores.nll))}
 
 
 class _StopRequest:

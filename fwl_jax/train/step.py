@@ -68,8 +68,6 @@ class Trainer:
         self._train = jax.jit(self._train_step, donate_argnums=(0,),
                               in_shardings=(self.state_shardings, self.batch_sharding, None),
                               out_shardings=(self.state_shardings, self.replicated))
-        self._eval = jax.jit(self._eval_step, out_shardings=self.replicated,
-                             in_shardings=(self.state_shardings.params, self.batch_sharding))
 
     def context(self):
         """Mesh and logical-axis rules for tracing the model."""
@@ -116,10 +114,6 @@ class Trainer:
         with self.context():
             return self._train(state, batch, rng)
 
-    def eval_step(self, params, batch) -> dict:
-        with self.context():
-            return self._eval(params, batch)
-
     def _train_step(self, state: TrainState, batch, rng):
         rng = jax.random.fold_in(rng, state.step)
         grad_fn = jax.value_and_grad(functools.partial(token_loss, model=self.model,
@@ -150,8 +144,3 @@ class Trainer:
                    "learning_rate": self.schedule(state.step),
                    "step_size": step_sizes(state.params)}
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-    def _eval_step(self, params, batch):
-        loss_sum, weight_sum = token_loss(params, batch, jax.random.key(0), model=self.model,
-                                          deterministic=True)
-        return {"loss_sum": loss_sum, "tokens": weight_sum}
