@@ -154,14 +154,10 @@ def test_compare_figures(tmp_path):
                            "prior_occurrences", "doc_ids"}
 
 
-def test_eval_program_end_to_end(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
+def text_run_config(tmp_path, **defaults):
+    """A function making tiny configs on a small text_files corpus written to tmp_path."""
     import data_fixtures
     from configs import tiny
-    from fwl_jax.train import train_and_evaluate
     data_fixtures.write_text_corpus(tmp_path / "corpus")
 
     def config(**overrides):
@@ -170,8 +166,18 @@ def test_eval_program_end_to_end(tmp_path):
             "data.dataset": "text_files", "data.source": str(tmp_path / "corpus"),
             "data.data_dir": str(tmp_path / "data"), "data.vocab_size": 400,
             "train.num_steps": 3, "eval.every_steps": 0, "log.progress_bar": False,
-            "eval.batch_size": 2, "eval.max_documents": 0, **overrides})
+            "eval.batch_size": 2, "eval.max_documents": 0, **defaults, **overrides})
         return c
+    return config
+
+
+def test_eval_program_end_to_end(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fwl_jax.train import train_and_evaluate
+    config = text_run_config(tmp_path)
     devices = jax.devices()[:1]
     train_and_evaluate(config(**{"model.fwl_enabled": False}), tmp_path / "plain", devices=devices)
     standard = evaluate_run(config(**{"model.fwl_enabled": False}), tmp_path / "plain",
@@ -183,6 +189,7 @@ def test_eval_program_end_to_end(tmp_path):
     assert test_time["perplexity"] != standard["perplexity"]
     assert test_time["settings"]["step_sizes"]["W1"] == 0.05
     assert test_time["flops_vs_plain_standard"] > 1.0 == standard["flops_vs_plain_standard"]
+    assert standard["flops_vs_standard"] == 1.0 and standard["tokens_per_s"] > 0
     saved = json.loads((tmp_path / "plain" / "eval" / "test_fwl_test_time.json").read_text())
     assert saved["perplexity"] == test_time["perplexity"] and "time_vs_standard" in saved
     with pytest.raises(ConfigError, match="eval.mode must be one of"):
@@ -256,19 +263,8 @@ def test_rms_rule_by_hand():
 
 
 def test_dynamic_modes_and_sweep_end_to_end(tmp_path):
-    import data_fixtures
-    from configs import tiny
     from fwl_jax.train import train_and_evaluate
-    data_fixtures.write_text_corpus(tmp_path / "corpus")
-
-    def config(**overrides):
-        c = tiny.get_config()
-        c.update_from_flattened_dict({
-            "data.dataset": "text_files", "data.source": str(tmp_path / "corpus"),
-            "data.data_dir": str(tmp_path / "data"), "data.vocab_size": 400,
-            "train.num_steps": 3, "eval.every_steps": 0, "log.progress_bar": False,
-            "eval.batch_size": 2, "eval.segment_len": 32, **overrides})
-        return c
+    config = text_run_config(tmp_path, **{"eval.segment_len": 32})
     devices = jax.devices()[:2]
     train_and_evaluate(config(), tmp_path / "run", devices=devices)
     sgd = evaluate_run(config(**{"eval.mode": "dynamic", "eval.sweep": "0,0.01"}),

@@ -74,12 +74,19 @@ class PackedRows:
         self.num_pairs = int(split.lengths.sum()) + split.num_documents
         self.rows_per_epoch = -(-self.num_pairs // seq_len)
         self.num_epochs = num_epochs or 2**40 // self.rows_per_epoch
+        self._cached: tuple[int, _Epoch] | None = None
 
     def __len__(self) -> int:
         return self.rows_per_epoch * self.num_epochs
 
-    @functools.lru_cache(maxsize=2)
     def _epoch(self, epoch: int) -> _Epoch:
+        """The epoch's layout, kept for the epoch last asked for (readers share it)."""
+        cached = self._cached
+        if cached is None or cached[0] != epoch:
+            self._cached = cached = (epoch, self._layout(epoch))
+        return cached[1]
+
+    def _layout(self, epoch: int) -> _Epoch:
         rng = np.random.default_rng([self.seed, epoch])
         docs = np.arange(self.split.num_documents)
         order = rng.permutation(docs) if self.shuffle else docs

@@ -146,8 +146,8 @@ class _Evaluator:
             scorer = WindowScorer(t.model, self.mesh, carry=e.carry, carry_decay=e.carry_decay)
         split = self.data.split(split_name).head(e.max_documents)
         with t.context():
-            scores, seconds = _score(scorer, params, split, self.config, split_name)
-        return split, scores, seconds, settings
+            scores, timing = _score(scorer, params, split, self.config, split_name)
+        return split, scores, timing, settings
 
 
 def evaluate_run(config: ml_collections.ConfigDict, workdir: str | Path, *,
@@ -166,8 +166,8 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str | Path, *,
             scores = evaluator.run("validation", value)[1]
             sweep.append({"value": value, "validation_perplexity": scores.perplexity})
         best = min(sweep, key=lambda r: r["validation_perplexity"])["value"]
-    split, scores, seconds, settings = evaluator.run(e.split, best)
-    report = _report(evaluator.config, evaluator.trainer.model.config, split, scores, seconds,
+    split, scores, timing, settings = evaluator.run(e.split, best)
+    report = _report(evaluator.config, evaluator.trainer.model.config, split, scores, timing,
                      settings)
     if sweep:
         report["sweep"] = {"swept": "lr" if e.mode in DYNAMIC else "step_size",
@@ -224,16 +224,16 @@ def eval_flops_per_token(model_config, seq_len: int, mode: str, part: str) -> fl
     return forward + 2.0 * (forward - body)
 
 
-def _report(config, model_config, split, scores, seconds, settings) -> dict:
+def _report(config, model_config, split, scores, timing, settings) -> dict:
     e, seq_len = config.eval, config.data.seq_len
     flops = eval_flops_per_token(model_config, seq_len, e.mode, e.dynamic_params)
+    forward = flops_per_token(model_config, seq_len, training=False)
     plain = flops_per_token(dataclasses.replace(model_config, fwl_enabled=False), seq_len,
                             training=False)
-    tokens = int(len(scores.nll))
     return {"mode": e.mode, "split": e.split, "dataset": config.data.dataset,
-            "perplexity": scores.perplexity, "mean_nll": scores.mean_nll, "tokens": tokens,
-            "documents": split.num_documents, "seconds": seconds,
-            "tokens_per_s": tokens / max(seconds, 1e-9),
+            "perplexity": scores.perplexity, "mean_nll": scores.mean_nll,
+            "tokens": int(len(scores.nll)), "documents": split.num_documents,
+            "seconds": timing.seconds, "tokens_per_s": timing.tokens_per_s,
             "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
-            "jax": jax.__version__, "settings": settings,
-            "flops_per_token": flops, "flops_vs_plain_standard": flops / plain}
+            "jax": jax.__version__, "settings": settings, "flops_per_token": flops,
+            "flops_vs_standard": flops / forward, "flops_vs_plain_standard": flops / plain}

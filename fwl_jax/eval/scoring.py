@@ -43,6 +43,22 @@ class TokenScores:
         return float(np.exp(self.mean_nll))
 
 
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Wall time of a scoring run; the rate leaves out the first batch (compilation)."""
+
+    seconds: float  # the whole run
+    tokens: int  # every scored token
+    timed_seconds: float  # from the end of the first batch
+    timed_tokens: int  # tokens scored after the first batch
+
+    @property
+    def tokens_per_s(self) -> float:
+        if self.timed_tokens:
+            return self.timed_tokens / max(self.timed_seconds, 1e-9)
+        return self.tokens / max(self.seconds, 1e-9)
+
+
 def carry_factors(window_index: np.ndarray, policy: str, decay: float) -> np.ndarray:
     """[b] factor on each lane's carried state: 0 at a document's first window."""
     if policy not in CARRY_POLICIES:
@@ -92,9 +108,9 @@ class WindowScorer:
 
 
 def score_split(scorer, params, split: TokenizedSplit, *, seq_len: int, batch_size: int,
-                progress=None) -> tuple[TokenScores, float]:
+                progress=None) -> tuple[TokenScores, "Timing"]:
     """Scores every target of `split` with `scorer` (a WindowScorer or a DynamicScorer);
-    returns the scores and the seconds it took.
+    returns the scores and the timing (the first batch, which compiles, is not timed).
     `batch_size` is the number of lanes over all processes; `progress(step, steps,
     documents_done, tokens, nll_sum)` is called after each batch."""
     processes, process = jax.process_count(), jax.process_index()
@@ -103,7 +119,7 @@ def score_split(scorer, params, split: TokenizedSplit, *, seq_len: int, batch_si
     state = scorer.initial(params, batch_size)
     windows = num_windows(split, seq_len)
     pieces, tokens, nll_sum, documents_done = [], 0, 0.0, 0
-    start = time.perf_counter()
+    start, timed_from = time.perf_counter(), None
     for step, batch in enumerate(eval_batches(split, seq_len, lanes, process_index=process,
                                               process_count=processes)):
         keep = carry_factors(batch["window_index"], scorer.carry, scorer.carry_decay)
@@ -122,11 +138,16 @@ def score_split(scorer, params, split: TokenizedSplit, *, seq_len: int, batch_si
         nll_sum += float(nll[real].sum(dtype=np.float64))
         if progress is not None:
             progress(step + 1, steps, documents_done, tokens, nll_sum)
-    seconds = time.perf_counter() - start
+        if timed_from is None:
+            timed_from = (time.perf_counter(), tokens)
+    end = time.perf_counter()
+    timing = Timing(end - start, tokens, 0.0, 0)
+    if timed_from is not None and tokens > timed_from[1]:
+        timing = Timing(end - start, tokens, end - timed_from[0], tokens - timed_from[1])
     if not pieces:
         empty = np.zeros((0,), np.int32)
-        return TokenScores(empty, empty, empty, np.zeros((0,), np.float32)), seconds
+        return TokenScores(empty, empty, empty, np.zeros((0,), np.float32)), timing
     doc, pos, tok, nll = (np.concatenate(x) for x in zip(*pieces))
     order = np.lexsort((pos, doc))
     return TokenScores(doc[order].astype(np.int32), pos[order].astype(np.int32),
-                       tok[order].astype(np.int32), nll[order].astype(np.float32)), seconds
+                       tok[order].astype(np.int32), nll[order].astype(np.float32)), timing
