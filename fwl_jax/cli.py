@@ -32,6 +32,27 @@ def _unknown_field(argv: list[str], message: str) -> str:
     return f"{bad} is not a config field{hint}"
 
 
+def parse_config_flags(argv: list[str], define_extra=None):
+    """For the benchmark scripts: `--config=FILE` with `--config.FIELD=VALUE` overrides,
+    like train.py, on a FlagValues of their own. `define_extra(flag_values)` adds flags.
+    Returns the parsed FlagValues (`.config` is the ConfigDict)."""
+    from ml_collections import config_flags
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "a config file (configs/*.py)",
+                                    flag_values=values, lock_config=True)
+    if define_extra is not None:
+        define_extra(values)
+    try:
+        values(argv)
+    except (AttributeError, KeyError) as e:
+        sys.exit(f"error: {_unknown_field(argv, str(e))}")
+    except flags.Error as e:
+        sys.exit(f"error: {e}")
+    if values.config is None:
+        sys.exit("error: --config=configs/NAME.py is required")
+    return values
+
+
 def run_reporting_errors(function, *args, **kwargs):
     """Calls `function`; errors of bad input or config end the program with one line."""
     from fwl_jax.train import CheckpointError, ConfigError, TrainingDiverged

@@ -31,3 +31,34 @@ def test_data_pipeline_tiny(tmp_path):
         f"--json={tmp_path}/out.json"])
     assert report["train_tokens_per_s"] > 0 and report["eval_tokens_per_s"] > 0
     assert (tmp_path / "out.json").exists()
+
+
+def test_step_tiny(tmp_path):
+    report = _load("step").main(["step.py", "--config=configs/tiny.py", "--steps=1",
+                                 "--warmup=1", f"--json={tmp_path}/step.json"])
+    rows = report["rows"]
+    assert set(rows) == {"plain", "fwl_full", "fwl_first_order"}
+    assert rows["plain"]["time_vs_plain"] == 1.0 and rows["plain"]["flops_vs_plain"] == 1.0
+    assert rows["fwl_full"]["flops_vs_plain"] > rows["fwl_first_order"]["flops_vs_plain"] > 1.0
+    for row in rows.values():
+        assert row["train_ms"] > 0 and row["head_ms"] > 0 and row["temp_gib"] > 0
+        assert row["time_vs_plain"] == row["train_ms"] / rows["plain"]["train_ms"]
+    assert (tmp_path / "step.json").exists()
+
+
+def test_linear_attention_tiny():
+    report = _load("linear_attention").main(["--grid=2,40,8,16", "--steps=1",
+                                             "--dtype=float32"])
+    (entry,) = report["shapes"]
+    assert set(entry["methods"]) == {"quadratic", "chunked/associative", "chunked/scan",
+                                     "recurrent"}
+    assert entry["auto"] in entry["methods"] and entry["auto_vs_best"] >= 1.0
+
+
+def test_eval_cost_tiny():
+    report = _load("eval_cost").main(["eval_cost.py", "--config=configs/tiny.py",
+                                      "--documents=2", "--doc_len=150", "--segment_len=32"])
+    rows = report["rows"]
+    assert rows["standard"]["cost_vs_standard"] == 1.0
+    assert rows["standard"]["tokens"] == rows["fwl"]["tokens"] == rows["dynamic"]["tokens"] == 302
+    assert report["fwl_speed_vs_dynamic"] == rows["fwl"]["tokens_per_s"] / rows["dynamic"]["tokens_per_s"]

@@ -39,7 +39,7 @@ def token_loss(params, batch, rng, *, model: TransformerLM, deterministic: bool)
     """(sum of weighted next-token cross-entropy, sum of weights), both float32."""
     weights = batch["weights"].astype(jnp.float32)
     logits, _ = model.apply({"params": params}, batch["inputs"], targets=batch["targets"],
-                            weights=weights, segment_ids=batch["segment_ids"],
+                            weights=weights, segment_ids=batch.get("segment_ids"),
                             positions=batch["positions"], deterministic=deterministic,
                             rngs={"dropout": rng})
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),

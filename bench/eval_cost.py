@@ -1,0 +1,89 @@
+"""Evaluation cost: tokens/s of `standard` evaluation without and with fast weights and of
+dynamic evaluation (SGD, all parameters, segments of `--segment_len`) on the same model
+and documents, and their ratios. The first (compiling) batch is not timed.
+
+The model's parameters are freshly initialised, or read from `--workdir`'s latest
+checkpoint; the documents are `--documents` random-token documents of `--doc_len` tokens
+(speed does not depend on the tokens).
+
+Usage: python bench/eval_cost.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
+           [--documents=16] [--doc_len=4096] [--segment_len=128] [--workdir=RUN] [--json=PATH]
+"""
+
+import sys
+
+import jax
+import numpy as np
+from absl import flags
+
+from fwl_jax.cli import parse_config_flags
+from fwl_jax.data import TokenizedSplit
+from fwl_jax.eval import DynamicScorer, DynamicSettings, WindowScorer, score_split
+from fwl_jax.models import make_mesh
+from fwl_jax.train.checkpoint import restore_params
+from fwl_jax.train.step import Trainer
+
+
+def _extra(values):
+    flags.DEFINE_integer("documents", 16, "documents scored", flag_values=values)
+    flags.DEFINE_integer("doc_len", 4096, "tokens per document", flag_values=values)
+    flags.DEFINE_integer("segment_len", 128, "dynamic evaluation's segment", flag_values=values)
+    flags.DEFINE_float("lr", 1e-5, "dynamic evaluation's SGD step", flag_values=values)
+    flags.DEFINE_string("workdir", None, "read parameters from this run", flag_values=values)
+    flags.DEFINE_string("json", None, "write the table here", flag_values=values)
+
+
+def _documents(n: int, length: int, vocab: int) -> TokenizedSplit:
+    tokens = np.random.default_rng(0).integers(4, vocab, size=n * length).astype(np.int32)
+    offsets = np.arange(n + 1, dtype=np.int64) * length
+    return TokenizedSplit(tokens, offsets, tuple(f"doc{i}" for i in range(n)))
+
+
+def main(argv=None) -> dict:
+    values = parse_config_flags(argv or sys.argv, _extra)
+    config = values.config
+    mesh = make_mesh(devices=jax.devices()[:1])
+    split = _documents(values.documents, values.doc_len, config.data.vocab_size)
+    lanes = min(config.eval.batch_size, values.documents)
+    rows = {}
+    for name, fwl_enabled in (("standard", False), ("fwl", True), ("dynamic", False)):
+        c = config.copy_and_resolve_references()
+        with c.unlocked():
+            c.model.fwl_enabled = fwl_enabled
+        trainer = Trainer(c, mesh)
+        with trainer.context():
+            if values.workdir:
+                params = restore_params(values.workdir, trainer.abstract_state().params)
+            else:
+                params = trainer.init_state(0).params
+            if name == "dynamic":
+                settings = DynamicSettings(segment_len=values.segment_len, lr=values.lr)
+                scorer = DynamicScorer(trainer.model, mesh, settings)
+            else:
+                scorer = WindowScorer(trainer.model, mesh)
+            scores, timing = score_split(scorer, params, split, seq_len=c.data.seq_len,
+                                         batch_size=lanes)
+        rows[name] = {"tokens_per_s": timing.tokens_per_s, "perplexity": scores.perplexity,
+                      "tokens": int(len(scores.nll))}
+    for row in rows.values():
+        row["cost_vs_standard"] = rows["standard"]["tokens_per_s"] / row["tokens_per_s"]
+    report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
+              "documents": values.documents, "doc_len": values.doc_len, "lanes": lanes,
+              "seq_len": config.data.seq_len, "segment_len": values.segment_len,
+              "fwl_speed_vs_dynamic": rows["fwl"]["tokens_per_s"] / rows["dynamic"]["tokens_per_s"],
+              "rows": rows}
+    print(f"{report['device']}, jax {report['jax']}, {values.documents} documents of "
+          f"{values.doc_len} tokens, {lanes} lanes, windows of {config.data.seq_len}")
+    print("mode | tokens/s | cost vs standard")
+    for name, r in rows.items():
+        print(f"{name} | {r['tokens_per_s']:,.0f} | {r['cost_vs_standard']:.2f}")
+    print(f"FWL evaluation is {report['fwl_speed_vs_dynamic']:.2f}x the speed of dynamic evaluation")
+    if values.json:
+        import json
+        with open(values.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return report
+
+
+if __name__ == "__main__":
+    main()

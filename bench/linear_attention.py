@@ -1,0 +1,96 @@
+"""Every method of `causal_linear_attention`, forward and forward + backward, over a grid
+of shapes: time, achieved TFLOP/s (FLOPs as `attention_flops` counts them for the method)
+and what `auto` picked, with auto's time over the best method's.
+
+Usage: python bench/linear_attention.py [--grid=B,T,Dk,Dv;...] [--dtype=bfloat16]
+           [--steps=10] [--json=PATH]
+"""
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+
+from fwl_jax.ops.linear_attention import (attention_flops, causal_linear_attention,
+                                          choose_method)
+
+DEFAULT_GRID = "16,1024,768,3072;16,1024,3072,768;16,1024,1,4609;2,8192,768,3072;16,4096,64,64"
+OPTIONS = (("quadratic", "auto"), ("chunked", "associative"), ("chunked", "scan"),
+           ("recurrent", "auto"))
+
+
+def _time(fn, args, steps: int) -> float:
+    jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    for _ in range(steps):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / steps
+
+
+def _callables(method: str, combine: str, chunk: int):
+    def forward(q, k, v):
+        return causal_linear_attention(q, k, v, method=method, chunk_size=chunk,
+                                       chunk_combine=combine)[0]
+
+    def loss(q, k, v):
+        return forward(q, k, v).astype(jnp.float32).sum()
+    return jax.jit(forward), jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+
+
+def bench_shape(b, t, dk, dv, dtype, steps: int, chunk: int, max_recurrent_tokens: int) -> dict:
+    keys = jax.random.split(jax.random.key(0), 3)
+    q = jax.random.normal(keys[0], (b, t, dk), dtype) / dk ** 0.5
+    k = jax.random.normal(keys[1], (b, t, dk), dtype)
+    v = jax.random.normal(keys[2], (b, t, dv), dtype)
+    picked = choose_method(b, t, dk, dv, chunk)
+    rows = {}
+    for method, combine in OPTIONS:
+        if method == "recurrent" and b * t > max_recurrent_tokens:
+            continue
+        forward, backward = _callables(method, combine, chunk)
+        flops = attention_flops(method, b, t, dk, dv, chunk, initial_state=False,
+                                final_state=False)
+        fwd = _time(forward, (q, k, v), steps)
+        bwd = _time(backward, (q, k, v), steps)
+        name = method if method != "chunked" else f"chunked/{combine}"
+        rows[name] = {"forward_ms": 1e3 * fwd, "forward_tflops": flops / fwd / 1e12,
+                      "train_ms": 1e3 * bwd, "train_tflops": 3 * flops / bwd / 1e12}
+    auto = picked[0] if picked[0] != "chunked" else f"chunked/{picked[1]}"
+    best = min(rows, key=lambda n: rows[n]["train_ms"])
+    return {"shape": [b, t, dk, dv], "auto": auto, "best": best, "methods": rows,
+            "auto_vs_best": (rows[auto]["train_ms"] / rows[best]["train_ms"]
+                             if auto in rows else float("nan"))}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grid", default=DEFAULT_GRID)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--chunk_size", type=int, default=64)
+    parser.add_argument("--max_recurrent_tokens", type=int, default=1 << 15)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    shapes = [tuple(int(x) for x in s.split(",")) for s in args.grid.split(";") if s]
+    report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
+              "dtype": args.dtype, "shapes": [
+                  bench_shape(*shape, jnp.dtype(args.dtype), args.steps, args.chunk_size,
+                              args.max_recurrent_tokens) for shape in shapes]}
+    print(f"{report['device']}, jax {report['jax']}, {args.dtype}")
+    print("B,T,Dk,Dv | method | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | auto")
+    for entry in report["shapes"]:
+        for name, r in entry["methods"].items():
+            mark = ("auto" if name == entry["auto"] else "") + (" best" if name == entry["best"] else "")
+            print(f"{','.join(map(str, entry['shape']))} | {name} | {r['forward_ms']:.3f} | "
+                  f"{r['forward_tflops']:.1f} | {r['train_ms']:.3f} | {r['train_tflops']:.1f} | {mark}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return report
+
+
+if __name__ == "__main__":
+    main()

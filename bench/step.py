@@ -1,0 +1,170 @@
+"""Train-step and eval-step cost of a config with fast weights off, on (`full`) and on
+(`first_order`), and of the head alone, side by side on one device.
+
+For each variant: one jit-compiled train step (loss, gradients, AdamW update) and one
+forward-only eval step on random tokens (one document per row, so no segment mask),
+timed over `--steps` after `--warmup`; tokens/s; MFU = flops_per_token x tokens/s / peak;
+XLA's temporary memory of the compiled step. The head alone: value and gradient of the
+mean cross-entropy of `fwl_logits` (FWL) or `slow_logits` (plain) for fixed body outputs.
+Ratios are to the plain model (or plain head) of the same run.
+
+Usage: python bench/step.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
+           [--steps=10] [--warmup=2] [--json=PATH]
+"""
+
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import flags
+
+from fwl_jax.cli import parse_config_flags
+from fwl_jax.models import flops_per_token, make_mesh
+from fwl_jax.ops import fwl as fwl_ops
+from fwl_jax.train.config import model_config
+from fwl_jax.train.metrics import peak_tflops
+from fwl_jax.train.step import Trainer
+
+VARIANTS = {"plain": (False, "full"), "fwl_full": (True, "full"),
+            "fwl_first_order": (True, "first_order")}
+
+
+def _extra(values):
+    flags.DEFINE_integer("steps", 10, "timed steps", flag_values=values)
+    flags.DEFINE_integer("warmup", 2, "untimed steps (compilation)", flag_values=values)
+    flags.DEFINE_string("json", None, "write the table here", flag_values=values)
+
+
+def _timed(fn, steps: int, warmup: int) -> float:
+    """Mean seconds of fn() (which returns something to block on)."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn())
+    start = time.perf_counter()
+    for _ in range(steps):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / steps
+
+
+def _temp_gib(jitted, *args) -> float:
+    analysis = jitted.lower(*args).compile().memory_analysis()
+    return getattr(analysis, "temp_size_in_bytes", 0) / 2**30 if analysis else float("nan")
+
+
+def _batch(config) -> dict:
+    rng = np.random.default_rng(0)
+    shape = (config.train.batch_size, config.data.seq_len)
+    tokens = rng.integers(0, config.data.vocab_size, size=shape).astype(np.int32)
+    return {"inputs": tokens, "targets": np.roll(tokens, -1, axis=1),
+            "weights": np.ones(shape, np.int32), "segment_ids": None,
+            "positions": np.broadcast_to(np.arange(shape[1], dtype=np.int32), shape).copy()}
+
+
+def _variant(config, fwl_enabled: bool, meta_gradient: str):
+    c = config.copy_and_resolve_references()
+    with c.unlocked():
+        c.model.fwl_enabled, c.fwl.meta_gradient = fwl_enabled, meta_gradient
+    return c
+
+
+def model_row(config, steps: int, warmup: int, peak) -> dict:
+    trainer = Trainer(config, make_mesh(devices=jax.devices()[:1]))
+    state = trainer.init_state(0)
+    batch = {k: (None if v is None else jnp.asarray(v)) for k, v in _batch(config).items()}
+    tokens = batch["inputs"].size
+    rng = jax.random.key(0)
+    with trainer.context():
+        train_temp = _temp_gib(trainer._train, state, batch, rng)
+        box = [state]
+
+        def train():
+            box[0], metrics = trainer._train(box[0], batch, rng)
+            return metrics["loss"]
+        train_s = _timed(train, steps, warmup)
+        forward = jax.jit(lambda p, b: trainer.model.apply(
+            {"params": p}, b["inputs"], targets=b["targets"],
+            weights=b["weights"].astype(jnp.float32), positions=b["positions"])[0].sum())
+        eval_s = _timed(lambda: forward(box[0].params, batch), steps, warmup)
+    cfg = trainer.model_config
+    flops = flops_per_token(cfg, config.data.seq_len, training=True)
+    row = {"train_ms": 1e3 * train_s, "eval_ms": 1e3 * eval_s, "tokens_per_s": tokens / train_s,
+           "eval_tokens_per_s": tokens / eval_s, "train_flops_per_token": flops,
+           "eval_flops_per_token": flops_per_token(cfg, config.data.seq_len, training=False),
+           "temp_gib": train_temp}
+    if peak:
+        row["mfu"] = flops * tokens / train_s / (peak * 1e12)
+    return row
+
+
+def head_row(config, steps: int, warmup: int) -> dict:
+    cfg = model_config(config)
+    b, t = config.train.batch_size, config.data.seq_len
+    dtype = cfg.compute_dtype
+    params = fwl_ops.init_params(jax.random.key(0), cfg.d_model, cfg.fwl)
+    h = jax.random.normal(jax.random.key(1), (b, t, cfg.d_model), dtype)
+    targets = jax.random.randint(jax.random.key(2), (b, t), 0, cfg.vocab_size)
+    weights = jnp.ones((b, t), jnp.float32)
+
+    def loss(params, h, targets, weights):
+        if cfg.fwl_enabled:
+            logits = fwl_ops.fwl_logits(params, h, targets, weights, cfg.fwl)[0]
+        else:
+            logits = fwl_ops.slow_logits(params, h, cfg.fwl)
+        return optax.softmax_cross_entropy_with_integer_labels(
+            logits.astype(jnp.float32), targets).mean()
+    step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    seconds = _timed(lambda: step(params, h, targets, weights), steps, warmup)
+    return {"head_ms": 1e3 * seconds,
+            "head_temp_gib": _temp_gib(step, params, h, targets, weights)}
+
+
+def main(argv=None) -> dict:
+    values = parse_config_flags(argv or sys.argv, _extra)
+    config, steps, warmup = values.config, values.steps, values.warmup
+    peak = peak_tflops(config.log.peak_tflops)
+    table = {}
+    for name, (fwl_enabled, meta) in VARIANTS.items():
+        variant = _variant(config, fwl_enabled, meta)
+        table[name] = {**model_row(variant, steps, warmup, peak),
+                       **head_row(variant, steps, warmup)}
+    plain = table["plain"]
+    for row in table.values():
+        row["time_vs_plain"] = row["train_ms"] / plain["train_ms"]
+        row["flops_vs_plain"] = row["train_flops_per_token"] / plain["train_flops_per_token"]
+        row["eval_time_vs_plain"] = row["eval_ms"] / plain["eval_ms"]
+        row["eval_flops_vs_plain"] = row["eval_flops_per_token"] / plain["eval_flops_per_token"]
+        row["temp_vs_plain"] = row["temp_gib"] / max(plain["temp_gib"], 1e-12)
+        row["head_time_vs_plain"] = row["head_ms"] / plain["head_ms"]
+        row["head_temp_vs_plain"] = row["head_temp_gib"] / max(plain["head_temp_gib"], 1e-12)
+    report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
+              "batch_size": config.train.batch_size, "seq_len": config.data.seq_len,
+              "peak_tflops": peak, "rows": table}
+    _print(report)
+    if values.json:
+        import json
+        with open(values.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return report
+
+
+def _print(report: dict) -> None:
+    print(f"{report['device']}, jax {report['jax']}, batch {report['batch_size']}, "
+          f"T {report['seq_len']}")
+    header = ("variant", "train ms", "x plain", "FLOP x", "MFU", "temp GiB", "x plain",
+              "eval ms", "x plain", "head ms", "x plain", "head GiB", "x plain")
+    print(" | ".join(header))
+    for name, r in report["rows"].items():
+        mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
+        print(" | ".join([name, f"{r['train_ms']:.2f}", f"{r['time_vs_plain']:.2f}",
+                          f"{r['flops_vs_plain']:.2f}", mfu, f"{r['temp_gib']:.3f}",
+                          f"{r['temp_vs_plain']:.2f}", f"{r['eval_ms']:.2f}",
+                          f"{r['eval_time_vs_plain']:.2f}", f"{r['head_ms']:.2f}",
+                          f"{r['head_time_vs_plain']:.2f}", f"{r['head_temp_gib']:.3f}",
+                          f"{r['head_temp_vs_plain']:.2f}"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""The performance issue's reference shape: 12 layers, d_model 768, 12 heads, vocab 32,000,
+FWL size 768, rows of 1,024 tokens, batch 16 per GPU, bfloat16 compute."""
+
+from configs import default
+
+
+def get_config():
+    c = default.get_config()
+    c.data.dataset = "public_domain_books"  # for training runs; the benchmarks use random tokens
+    c.data.vocab_size = 32000  # V
+    c.data.seq_len = 1024  # T
+    c.model.d_model = 768  # d
+    c.model.num_layers = 12  # blocks
+    c.model.num_heads = 12  # head dim 64
+    c.model.mlp_dim = 3072  # 4 d
+    c.model.mlp_type = "gelu"  # GPT-2-like block
+    c.model.norm_type = "layernorm"  # GPT-2-like block
+    c.model.remat = "dots_saveable"  # saves matmul outputs, recomputes the rest
+    c.model.scan_layers = True  # one compiled block
+    c.train.batch_size = 16  # per GPU
+    return c
