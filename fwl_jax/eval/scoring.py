@@ -89,15 +89,17 @@ class WindowScorer:
         self.model, self.mesh, self.carry, self.carry_decay = model, mesh, carry, carry_decay
         self.sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
         self._score = jax.jit(lambda p, b, s, k: _window_nll(model, p, b, s, k))
+        self._zeros = {}  # lanes -> compiled empty state
 
     def initial(self, params, lanes: int):
         """The carry into the first window: an empty fast-weight state per lane."""
         cfg = self.model.config
         if not cfg.fwl_enabled:
             return None
-        zeros = jax.jit(lambda: fwl_ops.init_state(lanes, cfg.d_model, cfg.fwl),
-                        out_shardings=self.sharding)
-        return zeros()
+        if lanes not in self._zeros:
+            self._zeros[lanes] = jax.jit(lambda: fwl_ops.init_state(lanes, cfg.d_model, cfg.fwl),
+                                         out_shardings=self.sharding)
+        return self._zeros[lanes]()
 
     def score(self, params, local_batch: dict, state, keep: np.ndarray):
         """(NLL [b, L], the carry into the next window)."""

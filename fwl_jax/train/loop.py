@@ -60,11 +60,9 @@ def _check_batch(config, mesh) -> None:
                 f"{jax.process_count()} processes.")
 
 
-def evaluate(trainer: Trainer, params, split, config) -> dict[str, float]:
+def evaluate(trainer: Trainer, scorer: WindowScorer, params, split, config) -> dict[str, float]:
     """Perplexity over the first `eval.max_documents` validation documents (all if 0),
     whole, with the fast-weight state carried as `eval.carry` says (as eval.py does)."""
-    scorer = WindowScorer(trainer.model, trainer.mesh, carry=config.eval.carry,
-                          carry_decay=config.eval.carry_decay)
     with trainer.context():
         scores, _ = score_split(scorer, params, split.head(config.eval.max_documents),
                                 seq_len=config.data.seq_len, batch_size=config.eval.batch_size)
@@ -142,6 +140,8 @@ def _loop(config, trainer, state, batches, checkpoints, writer, data, start) -> 
     flops = flops_per_token(trainer.model_config, config.data.seq_len, training=True)
     peak = peak_tflops(config.log.peak_tflops)
     pending, last, window = None, {}, {"tokens": 0.0, "time": time.perf_counter()}
+    scorer = WindowScorer(trainer.model, trainer.mesh, carry=config.eval.carry,
+                          carry_decay=config.eval.carry_decay)  # compiled once, reused
 
     def settle(item) -> dict:
         """Fetches a finished step's scalars; stops on NaN; logs on schedule."""
@@ -183,7 +183,7 @@ def _loop(config, trainer, state, batches, checkpoints, writer, data, start) -> 
             if due_checkpoint or due_eval or stop.requested:
                 last, pending = settle(pending) or last, None
             if due_eval:
-                scores = evaluate(trainer, state.params, data.split("validation"), config)
+                scores = evaluate(trainer, scorer, state.params, data.split("validation"), config)
                 writer.write(step, scores)
                 last = {**last, **scores}
             if due_checkpoint or stop.requested:
