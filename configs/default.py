@@ -82,8 +82,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.split = "test"  # eval.py: the split to score (train, validation or test)
     c.eval.mode = "standard"  # eval.py: standard, dynamic, fwl_test_time or fwl+dynamic
     c.eval.checkpoint_step = 0  # eval.py: the checkpoint to load; 0 = the latest
-    c.eval.carry = "carry"  # eval.py: fast-weight state across windows: carry, reset or decay
-    c.eval.carry_decay = 0.5  # eval.py, carry=decay: factor on the state at each window boundary
+    c.eval.carry = "decay"  # fast-weight state across windows: carry, reset or decay (see README)
+    c.eval.carry_decay = 0.5  # carry=decay: factor on the state at each window boundary
     c.eval.step_sizes = "0.01"  # fwl_test_time: one step size, or six for W1,b1,W2,b2,ln_scale,ln_bias
     c.eval.segment_len = 0  # dynamic: tokens scored before each update (divides seq_len); 0 = seq_len
     c.eval.lr = 1e-4  # dynamic: learning rate of the update

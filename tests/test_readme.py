@@ -27,7 +27,7 @@ def test_python_examples_run(tmp_path, monkeypatch):
         result = subprocess.run(argv, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "runs" / "tiny" / "checkpoints").is_dir()
-    assert (tmp_path / "runs" / "tiny" / "eval" / "test_standard.json").exists()
+    assert (tmp_path / "runs" / "tiny" / "eval" / "test_standard_decay.json").exists()
     assert len(list((tmp_path / "runs" / "compare" / "compare").glob("*.png"))) == 3
     blocks = _blocks("python")
     checks = [("logits", (2, 128, 1000)), ("logits", (2, 128, 512)), ("batch", None)]
