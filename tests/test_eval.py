@@ -190,15 +190,15 @@ def test_eval_program_end_to_end(tmp_path):
     assert test_time["settings"]["step_sizes"]["W1"] == 0.05
     assert test_time["flops_vs_plain_standard"] > 1.0 == standard["flops_vs_plain_standard"]
     assert standard["flops_vs_standard"] == 1.0 and standard["tokens_per_s"] > 0
-    saved = json.loads((tmp_path / "plain" / "eval" / "test_fwl_test_time.json").read_text())
+    saved = json.loads((tmp_path / "plain" / "eval" / "test_fwl_test_time_decay.json").read_text())
     assert saved["perplexity"] == test_time["perplexity"] and "time_vs_standard" in saved
     with pytest.raises(ConfigError, match="eval.mode must be one of"):
         evaluate_run(config(**{"eval.mode": "dynamc"}), tmp_path / "plain", devices=devices)
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run(
         [sys.executable, "eval.py", "--config=configs/tiny.py", f"--workdir={tmp_path / 'cmp'}",
-         f"--config.eval.compare={tmp_path / 'plain' / 'eval' / 'test_standard.npz'},"
-         f"{tmp_path / 'plain' / 'eval' / 'test_fwl_test_time.npz'}"],
+         f"--config.eval.compare={tmp_path / 'plain' / 'eval' / 'test_standard_decay.npz'},"
+         f"{tmp_path / 'plain' / 'eval' / 'test_fwl_test_time_decay.npz'}"],
         cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count(".png") == 3 and "| document | tokens |" in result.stdout
@@ -277,7 +277,7 @@ def test_dynamic_modes_and_sweep_end_to_end(tmp_path):
                                  "eval.dynamic_params": "head"}), tmp_path / "run",
                        devices=devices)
     assert rms["tokens"] == sgd["tokens"] and np.isfinite(rms["perplexity"])
-    assert (tmp_path / "run" / "eval" / "test_fwl+dynamic.npz").exists()
+    assert (tmp_path / "run" / "eval" / "test_fwl+dynamic_decay.npz").exists()
     with pytest.raises(ConfigError, match="segment_len 24 must divide seq_len 64"):
         evaluate_run(config(**{"eval.mode": "dynamic", "eval.segment_len": 24}),
                      tmp_path / "run", devices=devices)

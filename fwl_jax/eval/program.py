@@ -181,11 +181,12 @@ def _write(evaluator, workdir: Path, split, scores, report: dict) -> None:
     e = evaluator.config.eval
     out = workdir / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    name = f"{e.split}_{e.mode}" + ("" if e.carry == "carry" else f"_{e.carry}")
+    carry = "" if e.carry == "carry" else f"_{e.carry}"
+    name = f"{e.split}_{e.mode}{carry}"
     frequencies = results.token_frequencies(evaluator.data.split("train").tokens,
                                             evaluator.config.data.vocab_size)
     results.save_tokens(out / f"{name}.npz", scores, split.doc_ids, frequencies)
-    standard = out / f"{e.split}_standard.json"
+    standard = out / f"{e.split}_standard{carry}.json"
     if e.mode != "standard" and standard.exists():
         base = json.loads(standard.read_text())
         report["time_vs_standard"] = base["tokens_per_s"] / report["tokens_per_s"]
