@@ -5,7 +5,9 @@ For each variant: one jit-compiled train step (loss, gradients, AdamW update) an
 forward-only eval step on random tokens (one document per row, so no segment mask),
 timed over `--steps` after `--warmup`; tokens/s; MFU = flops_per_token x tokens/s / peak;
 XLA's temporary memory of the compiled step. The head alone: value and gradient of the
-mean cross-entropy of `fwl_logits` (FWL) or `slow_logits` (plain) for fixed body outputs.
+mean cross-entropy for fixed body outputs, through `fwl_token_nll` / `slow_token_nll` (the
+chunked path training uses) and through whole logits (`fwl_logits` / `slow_logits` and
+optax's cross-entropy).
 Ratios are to the plain model (or plain head) of the same run.
 
 Usage: python bench/step.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
@@ -22,7 +24,7 @@ import optax
 from absl import flags
 
 from fwl_jax.cli import parse_config_flags
-from fwl_jax.models import flops_per_token, make_mesh
+from fwl_jax.models import TransformerLM, flops_per_token, make_mesh
 from fwl_jax.ops import fwl as fwl_ops
 from fwl_jax.train.config import model_config
 from fwl_jax.train.metrics import peak_tflops
@@ -86,7 +88,8 @@ def model_row(config, steps: int, warmup: int, peak) -> dict:
         train_s = _timed(train, steps, warmup)
         forward = jax.jit(lambda p, b: trainer.model.apply(
             {"params": p}, b["inputs"], targets=b["targets"],
-            weights=b["weights"].astype(jnp.float32), positions=b["positions"])[0].sum())
+            weights=b["weights"].astype(jnp.float32), positions=b["positions"],
+            method=TransformerLM.token_nll)[0].sum())
         eval_s = _timed(lambda: forward(box[0].params, batch), steps, warmup)
     cfg = trainer.model_config
     flops = flops_per_token(cfg, config.data.seq_len, training=True)
@@ -100,6 +103,9 @@ def model_row(config, steps: int, warmup: int, peak) -> dict:
 
 
 def head_row(config, steps: int, warmup: int) -> dict:
+    """The head alone, value and gradient of the mean token loss for fixed body outputs:
+    `head_*` through `token_nll` (what training uses), `head_logits_*` through whole [B, T, V]
+    logits and optax's cross-entropy (what a plain JAX head does)."""
     cfg = model_config(config)
     b, t = config.train.batch_size, config.data.seq_len
     dtype = cfg.compute_dtype
@@ -108,17 +114,26 @@ def head_row(config, steps: int, warmup: int) -> dict:
     targets = jax.random.randint(jax.random.key(2), (b, t), 0, cfg.vocab_size)
     weights = jnp.ones((b, t), jnp.float32)
 
-    def loss(params, h, targets, weights):
+    def nll_loss(params, h, targets, weights):
+        if cfg.fwl_enabled:
+            return fwl_ops.fwl_token_nll(params, h, targets, weights, cfg.fwl)[0].mean()
+        return fwl_ops.slow_token_nll(params, h, targets, cfg.fwl).mean()
+
+    def logits_loss(params, h, targets, weights):
         if cfg.fwl_enabled:
             logits = fwl_ops.fwl_logits(params, h, targets, weights, cfg.fwl)[0]
         else:
             logits = fwl_ops.slow_logits(params, h, cfg.fwl)
         return optax.softmax_cross_entropy_with_integer_labels(
             logits.astype(jnp.float32), targets).mean()
-    step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
-    seconds = _timed(lambda: step(params, h, targets, weights), steps, warmup)
-    return {"head_ms": 1e3 * seconds,
-            "head_temp_gib": _temp_gib(step, params, h, targets, weights)}
+
+    row = {}
+    for prefix, loss in (("head", nll_loss), ("head_logits", logits_loss)):
+        step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+        seconds = _timed(lambda: step(params, h, targets, weights), steps, warmup)
+        row[f"{prefix}_ms"] = 1e3 * seconds
+        row[f"{prefix}_temp_gib"] = _temp_gib(step, params, h, targets, weights)
+    return row
 
 
 def main(argv=None) -> dict:
@@ -139,6 +154,8 @@ def main(argv=None) -> dict:
         row["temp_vs_plain"] = row["temp_gib"] / max(plain["temp_gib"], 1e-12)
         row["head_time_vs_plain"] = row["head_ms"] / plain["head_ms"]
         row["head_temp_vs_plain"] = row["head_temp_gib"] / max(plain["head_temp_gib"], 1e-12)
+        row["head_logits_time_vs_plain"] = row["head_logits_ms"] / plain["head_logits_ms"]
+        row["head_logits_temp_vs_plain"] = row["head_logits_temp_gib"] / max(plain["head_logits_temp_gib"], 1e-12)
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
               "batch_size": config.train.batch_size, "seq_len": config.data.seq_len,
               "peak_tflops": peak, "rows": table}
@@ -154,7 +171,8 @@ def _print(report: dict) -> None:
     print(f"{report['device']}, jax {report['jax']}, batch {report['batch_size']}, "
           f"T {report['seq_len']}")
     header = ("variant", "train ms", "x plain", "FLOP x", "MFU", "temp GiB", "x plain",
-              "eval ms", "x plain", "head ms", "x plain", "head GiB", "x plain")
+              "eval ms", "x plain", "head ms", "x plain", "head GiB", "x plain",
+              "logits-head ms", "x plain", "logits-head GiB", "x plain")
     print(" | ".join(header))
     for name, r in report["rows"].items():
         mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
@@ -163,7 +181,9 @@ def _print(report: dict) -> None:
                           f"{r['temp_vs_plain']:.2f}", f"{r['eval_ms']:.2f}",
                           f"{r['eval_time_vs_plain']:.2f}", f"{r['head_ms']:.2f}",
                           f"{r['head_time_vs_plain']:.2f}", f"{r['head_temp_gib']:.3f}",
-                          f"{r['head_temp_vs_plain']:.2f}"]))
+                          f"{r['head_temp_vs_plain']:.2f}", f"{r['head_logits_ms']:.2f}",
+                          f"{r['head_logits_time_vs_plain']:.2f}", f"{r['head_logits_temp_gib']:.3f}",
+                          f"{r['head_logits_temp_vs_plain']:.2f}"]))
 
 
 if __name__ == "__main__":

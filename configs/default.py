@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.param_dtype = "float32"  # parameters and optimizer state
     c.model.remat = "none"  # none, full or dots_saveable
     c.model.scan_layers = False  # one lax.scan over the layers (faster compiles)
-    c.model.attention_impl = "auto"  # xla, cudnn or auto
+    c.model.attention_impl = "auto"  # xla, cudnn, cudnn_packed or auto (cudnn on GPU without segments)
     c.model.fwl_enabled = True  # fast weights on; off = the same parameters, plain head
 
     c.fwl = ml_collections.ConfigDict()
@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.fwl.meta_gradient = "full"  # full (second order) or first_order
     c.fwl.attention_method = "auto"  # causal_linear_attention method
     c.fwl.chunk_size = 64  # chunk length of the chunked method
+    c.fwl.unembed_chunk = 256  # positions per chunk of the vocabulary-sized work (memory); 0 = whole window
     c.fwl.inner_loss_scale = 0.0  # inner loss factor; 0 = 1 / seq_len
     c.fwl.inner_loss_normalization = "sum"  # sum or prefix_mean
     c.fwl.fast_update = "W1,b1,W2,b2,ln_scale,ln_bias"  # tensors that take the fast step
@@ -92,9 +93,16 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.eps = 1e-8  # dynamic, rms: added to the root mean squared gradient
     c.eval.dynamic_params = "all"  # dynamic: which parameters adapt: all, head or body
     c.eval.ms_batches = 20  # dynamic, rms: training batches for the mean squared gradient
+    c.eval.name = ""  # eval.py: file stem of the report under WORKDIR/eval; "" = SPLIT_MODE[_CARRY]
     c.eval.sweep = ""  # eval.py: comma-separated values of lr (dynamic modes) or step size
     #                    (fwl_test_time) tried on validation; the best scores eval.split
     c.eval.compare = ""  # eval.py: "A,B" (run folders or .npz files): figures of B against A
+
+    c.study = ml_collections.ConfigDict()  # study.py (docs/RESULTS.md)
+    c.study.sgd_sweep = "1e-2,3e-2,1e-1,3e-1"  # dynamic SGD learning rates tried on validation
+    c.study.rms_sweep = "1e-5,3e-5,1e-4,3e-4"  # dynamic RMS learning rates tried on validation
+    c.study.rms_decay = 0.01  # dynamic RMS: decay toward the trained parameters
+    c.study.step_size_sweep = "1e-3,1e-2,1e-1"  # fwl_test_time step sizes tried on validation
 
     c.log = ml_collections.ConfigDict()
     c.log.every_steps = 10  # metrics every N steps

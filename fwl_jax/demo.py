@@ -17,26 +17,26 @@ import jax
 import ml_collections
 
 from fwl_jax.eval import compare, evaluate_run
+from fwl_jax.eval.program import report_name
 from fwl_jax.train import train_and_evaluate
 
 DYNAMIC_SWEEP = "3e-2,1e-1,3e-1"  # SGD learning rates tried on the validation plays
 
 
-def _variant(config, **fields) -> ml_collections.ConfigDict:
+def variant(config, **fields) -> ml_collections.ConfigDict:
     c = config.copy_and_resolve_references()
     with c.unlocked():
         c.update_from_flattened_dict(fields)
     return c
 
 
-def _report(config, workdir: Path, name: str, devices=None) -> dict:
-    """The saved report of this evaluation, or a new one."""
+def cached_report(config, workdir: Path, name: str, devices=None) -> dict:
+    """The saved report of this evaluation (`config.eval`) of the run in `workdir`, or a new one."""
     e = config.eval
-    carry = "" if e.carry == "carry" else f"_{e.carry}"
-    path = workdir / "eval" / f"{e.split}_{e.mode}{carry}.json"
+    path = workdir / "eval" / f"{report_name(e)}.json"
     if path.exists():
         return json.loads(path.read_text())
-    print(f"evaluating {name} ({e.mode}) on the {e.split} plays")
+    print(f"evaluating {name} ({e.mode}) on {e.split}", flush=True)
     return evaluate_run(config, workdir, devices=devices)
 
 
@@ -46,17 +46,17 @@ def run_demo(config: ml_collections.ConfigDict, out_dir: str | Path, *, fresh: b
     if fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    plain = _variant(config, **{"model.fwl_enabled": False})
-    fwl = _variant(config, **{"model.fwl_enabled": True})
+    plain = variant(config, **{"model.fwl_enabled": False})
+    fwl = variant(config, **{"model.fwl_enabled": True})
     runs = {"plain": (plain, out / "runs" / "plain"), "fwl": (fwl, out / "runs" / "fwl")}
     for name, (c, workdir) in runs.items():
         print(f"training {name} ({c.train.num_steps} steps; resumes if already done)")
         train_and_evaluate(c, workdir, devices=devices)
     test = {"eval.split": "test", "eval.mode": "standard"}
     reports = {
-        "plain": _report(_variant(plain, **test), runs["plain"][1], "plain", devices),
-        "fwl": _report(_variant(fwl, **test), runs["fwl"][1], "fwl", devices),
-        "plain_dynamic": _report(_variant(plain, **{**test, "eval.mode": "dynamic",
+        "plain": cached_report(variant(plain, **test), runs["plain"][1], "plain", devices),
+        "fwl": cached_report(variant(fwl, **test), runs["fwl"][1], "fwl", devices),
+        "plain_dynamic": cached_report(variant(plain, **{**test, "eval.mode": "dynamic",
                                                     "eval.sweep": DYNAMIC_SWEEP}),
                                  runs["plain"][1], "plain", devices),
     }

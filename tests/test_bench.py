@@ -62,3 +62,11 @@ def test_eval_cost_tiny():
     assert rows["standard"]["cost_vs_standard"] == 1.0
     assert rows["standard"]["tokens"] == rows["fwl"]["tokens"] == rows["dynamic"]["tokens"] == 302
     assert report["fwl_speed_vs_dynamic"] == rows["fwl"]["tokens_per_s"] / rows["dynamic"]["tokens_per_s"]
+
+
+def test_attention_tiny():
+    report = _load("attention").main(["--shape=2,32,2,8", "--segments=1,3", "--impls=xla",
+                                      "--dtype=float32", "--steps=1"])
+    assert [row["segments"] for row in report["rows"]] == [1, 3]
+    for row in report["rows"]:
+        assert row["xla_ms"] > 0 and row["xla_max_diff"] == 0.0

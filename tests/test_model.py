@@ -83,6 +83,26 @@ def _loss_fn(model, tokens):
     return loss
 
 
+def _nll_loss_fn(model, tokens):
+    """The same loss through the training path (token_nll: no [B, T, V] logits)."""
+    def loss(params):
+        nll, _ = model.apply({"params": params}, tokens, method=TransformerLM.token_nll)
+        return jnp.mean(nll[:, :-1])
+    return loss
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_token_nll_equals_the_loss_of_the_logits(enabled):
+    cfg = dataclasses.replace(CFG, fwl_enabled=enabled, fwl=dataclasses.replace(CFG.fwl, unembed_chunk=5))
+    tokens = _tokens()
+    model = TransformerLM(cfg)
+    params = _init(cfg, tokens)["params"]
+    want, want_grads = jax.value_and_grad(_loss_fn(model, tokens))(params)
+    got, grads = jax.value_and_grad(_nll_loss_fn(model, tokens))(params)
+    _close(got, want, 1e-6)
+    jax.tree.map(lambda a, b: _close(a, b, 1e-5), grads, want_grads)
+
+
 @pytest.mark.parametrize("remat", ["none", "full", "dots_saveable"])
 def test_scan_and_remat_do_not_change_outputs_or_gradients(remat):
     tokens = _tokens()
@@ -141,7 +161,7 @@ def test_flops_per_token_agrees_with_xla_cost_analysis(enabled, meta):
     params = _init(cfg, tokens)["params"]
     n_tokens = tokens.size
     forward = _compiled_flops(lambda p: model.apply({"params": p}, tokens)[0], params)
-    training = _compiled_flops(jax.grad(_loss_fn(model, tokens)), params)
+    training = _compiled_flops(jax.grad(_nll_loss_fn(model, tokens)), params)
     assert forward / n_tokens == pytest.approx(flops_per_token(cfg, 64, training=False, batch_size=2), rel=0.1)
     assert training / n_tokens == pytest.approx(flops_per_token(cfg, 64, training=True, batch_size=2), rel=0.1)
 

@@ -24,7 +24,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from fwl_jax.data import FIELDS
 from fwl_jax.models import TransformerLM
@@ -86,12 +85,10 @@ def mean_squared_gradients(model: TransformerLM, params: dict, part: str, batche
     def squared(selected, batch):
         def loss(selected):
             weights = batch["weights"].astype(jnp.float32)
-            logits, _ = model.apply({"params": merge_params(selected, rest, part)},
-                                    batch["inputs"], targets=batch["targets"], weights=weights,
-                                    segment_ids=batch["segment_ids"],
-                                    positions=batch["positions"])
-            ce = optax.softmax_cross_entropy_with_integer_labels(
-                logits.astype(jnp.float32), batch["targets"])
+            ce, _ = model.apply({"params": merge_params(selected, rest, part)},
+                                batch["inputs"], targets=batch["targets"], weights=weights,
+                                segment_ids=batch["segment_ids"], positions=batch["positions"],
+                                method=TransformerLM.token_nll)
             return jnp.sum(ce * weights) / jnp.maximum(jnp.sum(weights), 1.0)
         return jax.tree.map(jnp.square, jax.grad(loss)(selected))
 
@@ -160,11 +157,10 @@ class DynamicScorer:
             h, mutated = model.apply({"params": params, "cache": cache}, seg["inputs"][None],
                                      decode=True, method=TransformerLM.hidden, mutable=["cache"])
             batched = None if state is None else jax.tree.map(lambda x: x[None], state)
-            logits, new_state = model.apply({"params": params}, h, seg["targets"][None],
-                                            weights, None, batched,
-                                            method=lambda m, *a: m.head(*a))
-            logp = jax.nn.log_softmax(logits[0].astype(jnp.float32))
-            nll = -jnp.take_along_axis(logp, seg["targets"][:, None], axis=-1)[:, 0] * weights[0]
+            nll, new_state = model.apply({"params": params}, h, seg["targets"][None],
+                                         weights, None, batched,
+                                         method=lambda m, *a: m.head.token_nll(*a))
+            nll = nll[0].astype(jnp.float32) * weights[0]
             new_state = None if new_state is None else jax.tree.map(lambda x: x[0], new_state)
             loss = jnp.sum(nll) / jnp.maximum(jnp.sum(weights), 1.0)
             return loss, (nll, mutated["cache"], new_state)

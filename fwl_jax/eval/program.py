@@ -177,12 +177,18 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str | Path, *,
     return report
 
 
+def report_name(e: ml_collections.ConfigDict) -> str:
+    """The file stem of an evaluation's report and per-token file under `<workdir>/eval/`:
+    `eval.name`, or `<split>_<mode>[_<carry>]` (the suffix left out for carry=carry)."""
+    return e.name or f"{e.split}_{e.mode}" + ("" if e.carry == "carry" else f"_{e.carry}")
+
+
 def _write(evaluator, workdir: Path, split, scores, report: dict) -> None:
     e = evaluator.config.eval
     out = workdir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     carry = "" if e.carry == "carry" else f"_{e.carry}"
-    name = f"{e.split}_{e.mode}{carry}"
+    name = report_name(e)
     frequencies = results.token_frequencies(evaluator.data.split("train").tokens,
                                             evaluator.config.data.vocab_size)
     results.save_tokens(out / f"{name}.npz", scores, split.doc_ids, frequencies)

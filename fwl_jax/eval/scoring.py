@@ -73,12 +73,10 @@ def _window_nll(model: TransformerLM, params, batch, state, keep):
     if state is not None:
         state = jax.tree.map(
             lambda s: s * keep.reshape((-1,) + (1,) * (s.ndim - 1)).astype(s.dtype), state)
-    logits, state = model.apply({"params": params}, batch["inputs"], targets=batch["targets"],
-                                weights=weights, positions=batch["positions"],
-                                fwl_state=state, deterministic=True)
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-    nll = -jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]
-    return nll * weights, state
+    nll, state = model.apply({"params": params}, batch["inputs"], targets=batch["targets"],
+                             weights=weights, positions=batch["positions"], fwl_state=state,
+                             deterministic=True, method=TransformerLM.token_nll)
+    return nll.astype(jnp.float32) * weights, state
 
 
 class WindowScorer:

@@ -12,7 +12,7 @@ from fwl_jax.ops.fwl import FWLConfig
 MLP_TYPES = ("gelu", "swiglu")
 NORM_TYPES = ("layernorm", "rmsnorm")
 REMAT_POLICIES = ("none", "full", "dots_saveable")
-ATTENTION_IMPLS = ("xla", "cudnn", "auto")
+ATTENTION_IMPLS = ("xla", "cudnn", "cudnn_packed", "auto")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 
 
@@ -36,7 +36,7 @@ class ModelConfig:
     param_dtype: str = "float32"  # parameter (and optimizer state) dtype
     remat: str = "none"  # rematerialisation of each block: "none", "full", "dots_saveable"
     scan_layers: bool = False  # one lax.scan over stacked layers (faster compiles)
-    attention_impl: str = "auto"  # "xla", "cudnn", or "auto" (cudnn on GPU when it applies)
+    attention_impl: str = "auto"  # "xla", "cudnn", "cudnn_packed" (models/attention.py) or "auto"
     fwl: FWLConfig | None = None  # head settings; None = size d_model, inner_loss_scale 1/max_len
     fwl_enabled: bool = True  # fast weights on; off = the same head and parameters, slow only
 

@@ -14,9 +14,11 @@ accounting. Per token of a sequence of length T, forward:
   :func:`fwl_jax.ops.linear_attention.attention_flops` for the method ``auto`` picks.
 
 Training is forward plus backward; every matmul's backward is two matmuls, so training is
-3x forward, except with ``meta_gradient="first_order"``: the update's keys and values are
-constants, so the slow pass and the per-token gradients get no backward (1x) and the linear
-attention only the query's (2x).
+3x forward, plus, with the ``full`` meta-gradient, the slow logits ``u U`` once more: the
+backward of the per-token gradient recomputes them chunk by chunk rather than keep a
+[B, T, V] float32 array (:mod:`fwl_jax.ops.unembed`). With ``meta_gradient="first_order"``
+the update's keys and values are constants, so the slow pass and the per-token gradients get
+no backward (1x) and the linear attention only the query's (2x).
 """
 
 from __future__ import annotations
@@ -73,4 +75,5 @@ def flops_per_token(config: ModelConfig, seq_len: int, training: bool = True, ba
         return sum(p.values())
     if config.fwl_enabled and config.fwl.meta_gradient == "first_order":
         return 3 * (p["body"] + p["fwl_fast"]) + p["head"] + p["fwl_gradients"] + 2 * p["fwl_attention"]
-    return 3 * sum(p.values())
+    recompute = 2.0 * config.fwl.size * config.fwl.vocab_size if config.fwl_enabled else 0.0
+    return 3 * sum(p.values()) + recompute

@@ -1,7 +1,9 @@
 """TransformerLM: a decoder-only, pre-norm RoPE transformer body with the FWL head.
 
 ``model.apply(variables, tokens, *, targets=None, weights=None, segment_ids=None,
-positions=None, fwl_state=None, deterministic=True) -> (logits, new_fwl_state)``.
+positions=None, fwl_state=None, deterministic=True) -> (logits, new_fwl_state)``, and
+``method=TransformerLM.token_nll`` (same arguments) ``-> (nll [B, T], new_fwl_state)``: what
+training and evaluation use, since it never forms the [B, T, V] logits.
 
 Packed rows: tokens attend only within their own segment and positions restart at each
 segment (derived from ``segment_ids`` when ``positions`` is None). The head is
@@ -23,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fwl_jax.models.attention import causal_attention
 from fwl_jax.models.config import ModelConfig
 from fwl_jax.ops import fwl as fwl_ops
 
@@ -127,10 +130,7 @@ class Attention(nn.Module):
         impl = self.cfg.attention_impl
         if impl == "auto":
             impl = "cudnn" if _cudnn_applies(q, segment_ids) else "xla"
-        if segment_ids is None:
-            return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl)
-        same = segment_ids[:, :, None] == segment_ids[:, None, :]
-        return jax.nn.dot_product_attention(q, k, v, mask=same[:, None], is_causal=True, implementation=impl)
+        return causal_attention(q, k, v, segment_ids, impl)
 
     def _update_cache(self, k, v, positions, index):
         cfg = self.cfg
@@ -251,6 +251,13 @@ class FWLHead(nn.Module):
                                            segment_ids=segment_ids, state=state)
         return self._logits(logits), state
 
+    def token_nll(self, h, targets, weights, segment_ids, state):
+        """Per-position cross-entropy [B, T] of the logits (never formed whole), and the state."""
+        if not self.cfg.fwl_enabled:
+            return fwl_ops.slow_token_nll(self.head_params(), h, targets, self.cfg.fwl), state
+        return fwl_ops.fwl_token_nll(self.head_params(), h, targets, weights, self.cfg.fwl,
+                                     segment_ids=segment_ids, state=state)
+
     def step(self, h_t, state):
         """Logits [B, V] of one position from the state of all tokens before it."""
         if not self.cfg.fwl_enabled:
@@ -277,6 +284,19 @@ class TransformerLM(nn.Module):
 
     def __call__(self, tokens, *, targets=None, weights=None, segment_ids=None, positions=None,
                  fwl_state=None, deterministic=True, decode=False):
+        h, targets, weights = self._body(tokens, targets, weights, segment_ids, positions,
+                                         deterministic, decode)
+        return self.head(h, targets, weights, segment_ids, fwl_state)
+
+    def token_nll(self, tokens, *, targets=None, weights=None, segment_ids=None, positions=None,
+                  fwl_state=None, deterministic=True):
+        """``(nll [B, T], new_fwl_state)``: the cross-entropy of every position's target (same
+        arguments as ``__call__``), computed in vocabulary chunks without [B, T, V] logits."""
+        h, targets, weights = self._body(tokens, targets, weights, segment_ids, positions,
+                                         deterministic, False)
+        return self.head.token_nll(h, targets, weights, segment_ids, fwl_state)
+
+    def _body(self, tokens, targets, weights, segment_ids, positions, deterministic, decode):
         _check_tokens(tokens, segment_ids, positions, self.config)
         h = self.body(tokens, segment_ids, positions, deterministic, decode)
         if targets is None:
@@ -284,7 +304,7 @@ class TransformerLM(nn.Module):
             weights = default_weights if weights is None else weights
         elif weights is None:
             weights = jnp.ones(tokens.shape, jnp.float32)
-        return self.head(h, targets, weights, segment_ids, fwl_state)
+        return h, targets, weights
 
     def hidden(self, tokens, *, segment_ids=None, positions=None, deterministic=True, decode=False):
         """The body's final hidden states h [B, T, d] (the head's input)."""

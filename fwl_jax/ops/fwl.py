@@ -35,6 +35,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from fwl_jax.ops import unembed
 from fwl_jax.ops.linear_attention import METHODS, accumulation_dtype, causal_linear_attention
 
 FAST_TENSORS = ("W1", "b1", "W2", "b2", "ln_scale", "ln_bias")
@@ -58,6 +59,7 @@ class FWLConfig:
     ln_eps: float = 1e-6  # LayerNorm epsilon: (z - mean) / sqrt(var + ln_eps)
     fast_update: tuple[str, ...] = FAST_TENSORS  # tensors that take the per-position step
     inner_loss_normalization: str = "sum"  # "sum" (scaled) or "prefix_mean"
+    unembed_chunk: int = 256  # positions per chunk of the vocabulary-sized work (0: whole window)
 
     def __post_init__(self):
         object.__setattr__(self, "fast_update", tuple(self.fast_update))
@@ -65,6 +67,8 @@ class FWLConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"FWLConfig.{name} must be a positive int, got {value!r}")
+        if not isinstance(self.unembed_chunk, int) or self.unembed_chunk < 0:
+            raise ValueError(f"FWLConfig.unembed_chunk must be an int >= 0, got {self.unembed_chunk!r}")
         for name in ("inner_loss_scale", "step_size_init", "ln_eps"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -144,8 +148,9 @@ Prefix = Callable[[str, jax.Array], jax.Array]
 
 
 def _forward(params, h, cfg: FWLConfig, prefix: Prefix | None = None):
-    """The head, slow (``prefix`` None) or fast; returns logits and the intermediates.
+    """The head up to the unembedding, slow (``prefix`` None) or fast.
 
+    Returns ``u`` [..., s] in h's dtype (the unembedding's input) and the intermediates.
     ``prefix(name, query)`` gives the summed gradient of tensor ``name`` applied to the
     layer's fast-pass input ``query`` (kernels) or the summed gradient itself (vectors).
     """
@@ -165,26 +170,33 @@ def _forward(params, h, cfg: FWLConfig, prefix: Prefix | None = None):
     n, rstd = _layer_norm(z2, cfg.ln_eps)
     g = updated("ln_scale", params["ln_scale"].astype(acc))
     u = g * n + updated("ln_bias", params["ln_bias"].astype(acc))
-    logits = _dense(u.astype(h.dtype), params["unembed"], acc) + params["unembed_bias"].astype(acc)
-    return logits, {"relu1": relu1, "a": a_in, "n": n, "rstd": rstd}
+    return u.astype(h.dtype), {"relu1": relu1, "a": a_in, "n": n, "rstd": rstd}
 
 
 def slow_logits(params: dict, h: jax.Array, cfg: FWLConfig) -> jax.Array:
     """The ordinary head: [..., d] -> [..., V] logits (at least float32)."""
-    return _forward(params, h, cfg)[0]
+    return unembed.logits(_forward(params, h, cfg)[0], params["unembed"], params["unembed_bias"])
+
+
+def slow_token_nll(params: dict, h: jax.Array, targets: jax.Array, cfg: FWLConfig) -> jax.Array:
+    """The ordinary head's per-position cross-entropy [B, T] (float32 or wider), computed in
+    chunks of ``cfg.unembed_chunk`` positions without materialising [B, T, V] logits."""
+    if h.ndim != 3 or targets.shape != h.shape[:2]:
+        raise ValueError(f"h must be [B, T, d] and targets [B, T], got {h.shape} and {targets.shape}")
+    _check_concrete_targets(targets, cfg.vocab_size)
+    u, _ = _forward(params, h, cfg)
+    return unembed.token_nll(u, params["unembed"], params["unembed_bias"], targets, chunk=cfg.unembed_chunk)
 
 
 def _token_gradients(params, h, targets, weights, cfg: FWLConfig):
-    """Slow logits, and the keys and values of every fast tensor's per-token gradient."""
+    """The keys and values of every fast tensor's per-token gradient (slow pass)."""
     acc = accumulation_dtype(h.dtype)
-    logits, mid = _forward(params, h, cfg)
+    u, mid = _forward(params, h, cfg)
     coef = weights.astype(acc)
     if cfg.inner_loss_normalization == "sum":
         coef = coef * cfg.inner_loss_scale
-    onehot = jax.nn.one_hot(targets, cfg.vocab_size, dtype=acc)
-    e = coef[..., None] * (jax.nn.softmax(logits, axis=-1) - onehot)  # [B, T, V]
-    du = jnp.einsum("...v,sv->...s", e.astype(h.dtype), params["unembed"].astype(h.dtype),
-                    preferred_element_type=acc)
+    du = unembed.softmax_gradient(u, params["unembed"], params["unembed_bias"], targets, coef,
+                                  chunk=cfg.unembed_chunk)  # [B, T, s]
     n, rstd = mid["n"], mid["rstd"]
     dn = du * params["ln_scale"].astype(acc)
     dz2 = rstd * (dn - jnp.mean(dn, -1, keepdims=True) - n * jnp.mean(dn * n, -1, keepdims=True))
@@ -193,7 +205,7 @@ def _token_gradients(params, h, targets, weights, cfg: FWLConfig):
     dz1 = 2.0 * da * mid["relu1"]
     values = {"W1": dz1, "b1": dz1, "W2": dz2, "b2": dz2, "ln_scale": du * n, "ln_bias": du}
     keys = {"W1": h, "W2": mid["a"]}
-    return logits, keys, values
+    return keys, values
 
 
 # ----------------------------------------------------------------------------- checks
@@ -253,12 +265,29 @@ def fwl_logits(params: dict, h: jax.Array, targets: jax.Array, weights: jax.Arra
     Returns:
       logits [B, T, V] (at least float32) and the state of each row's last segment.
     """
+    u, new_state = _fast_output(params, h, targets, weights, cfg, segment_ids, state)
+    return unembed.logits(u, params["unembed"], params["unembed_bias"]), new_state
+
+
+def fwl_token_nll(params: dict, h: jax.Array, targets: jax.Array, weights: jax.Array, cfg: FWLConfig,
+                  *, segment_ids: jax.Array | None = None,
+                  state: dict | None = None) -> tuple[jax.Array, dict]:
+    """Per-position cross-entropy [B, T] of :func:`fwl_logits` (same arguments) and the new
+    state, computed in chunks of ``cfg.unembed_chunk`` positions: no [B, T, V] array is formed."""
+    u, new_state = _fast_output(params, h, targets, weights, cfg, segment_ids, state)
+    nll = unembed.token_nll(u, params["unembed"], params["unembed_bias"], targets, chunk=cfg.unembed_chunk)
+    return nll, new_state
+
+
+def _fast_output(params, h, targets, weights, cfg, segment_ids, state):
+    """The fast head's unembedding input u [B, T, s] and the new carried state."""
     _check_head_inputs(params, h, targets, weights, cfg, segment_ids, state)
     acc = accumulation_dtype(h.dtype)
-    _, keys, values = _token_gradients(params, h, targets, weights, cfg)
+    slow_in = (params, h)
+    if cfg.meta_gradient == "first_order":  # the update is a constant: no backward through it
+        slow_in = jax.lax.stop_gradient(slow_in)
+    keys, values = _token_gradients(*slow_in, targets, weights, cfg)
     weights = weights.astype(acc)
-    if cfg.meta_gradient == "first_order":
-        keys, values = jax.lax.stop_gradient((keys, values))
     attend = lambda q, k, v, s0: causal_linear_attention(  # noqa: E731
         q, k, v, segment_ids=segment_ids, initial_state=s0, method=cfg.attention_method,
         chunk_size=cfg.chunk_size)
@@ -292,8 +321,8 @@ def fwl_logits(params: dict, h: jax.Array, targets: jax.Array, weights: jax.Arra
         out, new_state[name] = attend(query, key, values[name].astype(query.dtype), carried(name))
         return out / divisor
 
-    logits, _ = _forward(params, h, cfg, prefix)
-    return logits, new_state
+    u, _ = _forward(params, h, cfg, prefix)
+    return u, new_state
 
 
 def _divisor(count, cfg):
@@ -310,7 +339,7 @@ def update_state(params: dict, state: dict, h_t: jax.Array, target_t: jax.Array,
     """Adds one token's gradient to the state: h_t [B, d], target_t [B] int, weight_t [B]."""
     _check_head_inputs(params, h_t[:, None], target_t[:, None], weight_t[:, None], cfg, None, state)
     acc = accumulation_dtype(h_t.dtype)
-    _, keys, values = _token_gradients(params, h_t[:, None], target_t[:, None], weight_t[:, None], cfg)
+    keys, values = _token_gradients(params, h_t[:, None], target_t[:, None], weight_t[:, None], cfg)
     new = {"count": state["count"] + weight_t.astype(state["count"].dtype)}
     for name in cfg.fast_update:
         if name in VECTOR_TENSORS:
@@ -335,4 +364,4 @@ def fwl_logits_step(params: dict, state: dict, h_t: jax.Array, cfg: FWLConfig) -
             return s / divisor
         return jnp.einsum("bk,bkv->bv", query, s.astype(query.dtype), preferred_element_type=acc) / divisor
 
-    return _forward(params, h_t, cfg, prefix)[0]
+    return unembed.logits(_forward(params, h_t, cfg, prefix)[0], params["unembed"], params["unembed_bias"])

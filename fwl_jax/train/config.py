@@ -10,9 +10,12 @@ import ml_collections
 from fwl_jax.models import ModelConfig
 from fwl_jax.ops.fwl import FAST_TENSORS, FWLConfig
 
-# Sections whose values must match a checkpoint's to resume from it.
+# Sections whose values must match a checkpoint's to resume from it (None: all fields but
+# those in SPEED_ONLY, which change how the same numbers are computed, not what they are).
 IDENTITY = {"data": ("dataset", "corpus", "vocab_size", "seq_len", "seed"),
             "model": None, "fwl": None, "train": ("seed", "batch_size", "grad_accum_steps")}
+SPEED_ONLY = {"model": ("remat", "attention_impl"),
+              "fwl": ("attention_method", "chunk_size", "unembed_chunk")}
 
 
 class ConfigError(ValueError):
@@ -34,7 +37,8 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
                         hidden_mult=f.hidden_mult, step_size_init=f.step_size_init,
                         meta_gradient=f.meta_gradient, attention_method=f.attention_method,
                         chunk_size=f.chunk_size, fast_update=fast_update,
-                        inner_loss_normalization=f.inner_loss_normalization)
+                        inner_loss_normalization=f.inner_loss_normalization,
+                        unembed_chunk=f.unembed_chunk)
         return ModelConfig(
             vocab_size=config.data.vocab_size, d_model=m.d_model, num_layers=m.num_layers,
             num_heads=m.num_heads, num_kv_heads=m.num_kv_heads or None, mlp_dim=m.mlp_dim,
@@ -63,8 +67,9 @@ def check_train_config(config: ml_collections.ConfigDict) -> None:
 def identity(config: ml_collections.ConfigDict) -> dict:
     """The part of a config a checkpoint depends on (see `IDENTITY`)."""
     plain = json.loads(config.to_json_best_effort())
-    return {section: ({k: plain[section][k] for k in keys} if keys else plain[section])
+    keep = {section: keys or [k for k in plain[section] if k not in SPEED_ONLY.get(section, ())]
             for section, keys in IDENTITY.items()}
+    return {section: {k: plain[section][k] for k in keys} for section, keys in keep.items()}
 
 
 def differences(saved: dict, current: dict) -> list[str]:

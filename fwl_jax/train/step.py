@@ -38,13 +38,11 @@ class TrainState:
 def token_loss(params, batch, rng, *, model: TransformerLM, deterministic: bool):
     """(sum of weighted next-token cross-entropy, sum of weights), both float32."""
     weights = batch["weights"].astype(jnp.float32)
-    logits, _ = model.apply({"params": params}, batch["inputs"], targets=batch["targets"],
-                            weights=weights, segment_ids=batch.get("segment_ids"),
-                            positions=batch["positions"], deterministic=deterministic,
-                            rngs={"dropout": rng})
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
-                                                         batch["targets"])
-    return jnp.sum(ce * weights), jnp.sum(weights)
+    nll, _ = model.apply({"params": params}, batch["inputs"], targets=batch["targets"],
+                         weights=weights, segment_ids=batch.get("segment_ids"),
+                         positions=batch["positions"], deterministic=deterministic,
+                         rngs={"dropout": rng}, method=TransformerLM.token_nll)
+    return jnp.sum(nll.astype(jnp.float32) * weights), jnp.sum(weights)
 
 
 def step_sizes(params) -> dict[str, jax.Array]:

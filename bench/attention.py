@@ -1,0 +1,82 @@
+"""The body's causal attention with packed documents: forward + backward time of each
+implementation of `fwl_jax.models.attention.causal_attention` (and of one document a row,
+no mask, for reference), and each one's largest difference from `xla`.
+
+Usage: python bench/attention.py [--shape=B,T,H,hd] [--segments=1,2,4,16] [--impls=xla,cudnn,cudnn_packed]
+           [--dtype=bfloat16] [--steps=10] [--json=PATH]
+"""
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fwl_jax.models.attention import causal_attention
+
+
+def _time(fn, args, steps: int) -> float:
+    jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    for _ in range(steps):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / steps
+
+
+def _segment_ids(batch: int, length: int, segments: int) -> jax.Array:
+    """Rows of `segments` documents of random lengths (at least one token each)."""
+    rng = np.random.default_rng(segments)
+    ids = np.zeros((batch, length), np.int32)
+    for row in ids:
+        cuts = np.sort(rng.choice(np.arange(1, length), size=segments - 1, replace=False))
+        for i, cut in enumerate(cuts):
+            row[cut:] = i + 1
+    return jnp.asarray(ids)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", default="16,1024,12,64")
+    parser.add_argument("--segments", default="1,2,4,16")
+    parser.add_argument("--impls", default="xla,cudnn,cudnn_packed")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    b, t, h, hd = (int(x) for x in args.shape.split(","))
+    keys = jax.random.split(jax.random.key(0), 3)
+    q, k, v = (jax.random.normal(key, (b, t, h, hd), jnp.dtype(args.dtype)) for key in keys)
+    impls = args.impls.split(",")
+    report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "shape": [b, t, h, hd], "rows": []}
+    for segments in [int(x) for x in args.segments.split(",")]:
+        ids = _segment_ids(b, t, segments)
+        row = {"segments": segments}
+        outputs = {}
+        for impl in impls:
+            def loss(q, k, v, impl=impl):
+                return causal_attention(q, k, v, ids, impl).astype(jnp.float32).sum()
+            step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+            try:
+                row[f"{impl}_ms"] = 1e3 * _time(step, (q, k, v), args.steps)
+                outputs[impl] = jax.jit(lambda q, k, v, impl=impl: causal_attention(q, k, v, ids, impl))(q, k, v)
+            except Exception as e:  # noqa: BLE001 - an implementation this device lacks is reported, not fatal
+                row[f"{impl}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        if "xla" in outputs:
+            for impl, out in outputs.items():
+                row[f"{impl}_max_diff"] = float(jnp.max(jnp.abs(out.astype(jnp.float32) - outputs["xla"].astype(jnp.float32))))
+        report["rows"].append(row)
+        print(row, flush=True)
+    unmasked = jax.jit(jax.grad(lambda q, k, v: causal_attention(q, k, v, None, impls[-1] if jax.default_backend() == "gpu" else "xla").astype(jnp.float32).sum(), argnums=(0, 1, 2)))
+    report["no_segments_ms"] = 1e3 * _time(unmasked, (q, k, v), args.steps)
+    print("one document a row, no mask:", f"{report['no_segments_ms']:.3f} ms")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Causal self-attention of the body, with packed documents (``segment_ids``).
+
+``causal_attention(q, k, v, segment_ids, impl)``: q [B, T, H, hd], k and v [B, T, K, hd],
+segment_ids [B, T] int or None; each token attends to itself and the earlier tokens of its
+own segment (a segment is a run of equal ids). Implementations:
+
+* ``xla``: ``jax.nn.dot_product_attention`` with the [B, 1, T, T] same-segment mask.
+* ``cudnn``: cuDNN's fused kernel through ``jax.nn.dot_product_attention``; with segments the
+  mask becomes an additive bias, which cuDNN reads from memory (and differentiates).
+* ``cudnn_packed``: cuDNN's packed-sequence mode (Hopper or newer): every row's segments are
+  given as lengths and offsets (:func:`segment_layout`), so the kernel skips the blocks
+  between documents instead of reading a mask. It holds at most ``max_segments`` segments a
+  row; a batch with more falls back to ``cudnn`` (both are compiled; ``lax.cond`` picks).
+  This uses ``jax._src.cudnn.fused_attention_stablehlo.dot_product_attention`` (the packed
+  mode has no public entry point in jax 0.10 / 0.11).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+IMPLEMENTATIONS = ("xla", "cudnn", "cudnn_packed")
+
+
+def segment_layout(segment_ids: jax.Array, max_segments: int):
+    """The runs of equal ids of each row as cuDNN's packed layout.
+
+    Returns ``lengths`` [B, M] (run lengths, -1 past the row's last run), ``offsets``
+    [B, M + 1] (each run's first position, -1 past the last) and ``fits`` [] bool (no row has
+    more than M = ``max_segments`` runs).
+    """
+    batch, length = segment_ids.shape
+    starts = jnp.concatenate([jnp.ones((batch, 1), bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+    run = jnp.cumsum(starts, axis=1) - 1  # [B, T] index of each token's run
+    count = run[:, -1] + 1  # [B] runs per row
+    slots = jnp.arange(max_segments + 1)
+    lengths = jnp.sum(run[:, :, None] == slots[None, None, :max_segments], axis=1)  # [B, M]
+    lengths = jnp.where(slots[None, :max_segments] < count[:, None], lengths, -1)
+    position = jnp.where(starts, jnp.arange(length)[None, :], length)
+    first = jnp.min(jnp.where(run[:, :, None] == slots[None, None, :], position[:, :, None], length), axis=1)
+    offsets = jnp.where(slots[None, :] < count[:, None], first, -1)
+    return lengths.astype(jnp.int32), offsets.astype(jnp.int32), jnp.all(count <= max_segments)
+
+
+def causal_attention(q, k, v, segment_ids=None, impl: str = "xla", max_segments: int = 16):
+    """[B, T, H, hd] attention output (see the module docstring)."""
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")
+    if segment_ids is None:
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl.split("_")[0])
+    masked = lambda which: lambda q, k, v: jax.nn.dot_product_attention(  # noqa: E731
+        q, k, v, mask=(segment_ids[:, :, None] == segment_ids[:, None, :])[:, None], is_causal=True,
+        implementation=which)
+    if impl != "cudnn_packed":
+        return masked(impl)(q, k, v)
+    lengths, offsets, fits = segment_layout(segment_ids, max_segments)
+    return jax.lax.cond(fits, lambda q, k, v: _packed(q, k, v, lengths, offsets), masked("cudnn"), q, k, v)
+
+
+def _packed(q, k, v, lengths, offsets):
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn  # no public entry point
+
+    k, v = _repeat_kv(k, q.shape[2]), _repeat_kv(v, q.shape[2])
+    return cudnn.dot_product_attention(
+        q, k, v, q_seqlen=lengths, kv_seqlen=lengths, q_offsets=offsets, kv_offsets=offsets,
+        scale=q.shape[-1] ** -0.5, mask_type=cudnn.MaskType.PADDING_CAUSAL)
+
+
+def _repeat_kv(x, heads):
+    """Grouped-query keys/values [B, T, K, hd] -> [B, T, H, hd] (a no-op when K == H)."""
+    return x if x.shape[2] == heads else jnp.repeat(x, heads // x.shape[2], axis=2)

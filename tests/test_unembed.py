@@ -1,0 +1,139 @@
+"""The chunked vocabulary work (fwl_jax/ops/unembed.py) against plain autodiff of the obvious
+expressions: values and every gradient, one chunk and several (lengths not a multiple of the
+chunk), float64 and bfloat16; and the heads' token_nll against their logits."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fwl_jax.ops import fwl, unembed
+
+S, V = 6, 11
+
+
+def _inputs(dtype, batch=2, length=7, seed=0):
+    keys = jax.random.split(jax.random.key(seed), 5)
+    u = jax.random.normal(keys[0], (batch, length, S), dtype)
+    w = jax.random.normal(keys[1], (S, V), jnp.float32 if dtype == jnp.bfloat16 else dtype)
+    c = 0.5 * jax.random.normal(keys[2], (V,), w.dtype)
+    targets = jax.random.randint(keys[3], (batch, length), 0, V)
+    coef = jax.random.uniform(keys[4], (batch, length), w.dtype) * (jnp.arange(length) % 3 > 0)
+    return u, w, c, targets, coef
+
+
+def _naive_nll(u, w, c, targets):
+    logp = jax.nn.log_softmax(unembed.logits(u, w, c), axis=-1)
+    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+
+
+def _naive_softmax_gradient(u, w, c, targets, coef):
+    l = unembed.logits(u, w, c)  # noqa: E741
+    e = coef[..., None] * (jax.nn.softmax(l, axis=-1) - jax.nn.one_hot(targets, V, dtype=l.dtype))
+    return jnp.einsum("...v,sv->...s", e.astype(u.dtype), w.astype(u.dtype), preferred_element_type=l.dtype)
+
+
+def _value_and_grads(fn, u, w, c, coef_or_none, probe):
+    """fn's value, and the gradients of <fn, probe> with respect to u, w, c (and coef)."""
+    args = (u, w, c) if coef_or_none is None else (u, w, c, coef_or_none)
+    out = fn(*args)
+    grads = jax.grad(lambda *a: jnp.sum(fn(*a).astype(jnp.float32) * probe), argnums=tuple(range(len(args))))(*args)
+    return out, grads
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 3, 7, 9])
+def test_token_nll_matches_autodiff(x64, chunk):
+    u, w, c, targets, _ = _inputs(jnp.float64)
+    probe = jax.random.normal(jax.random.key(7), targets.shape, jnp.float32)
+    got = _value_and_grads(lambda u, w, c: unembed.token_nll(u, w, c, targets, chunk=chunk), u, w, c, None, probe)
+    want = _value_and_grads(lambda u, w, c: _naive_nll(u, w, c, targets), u, w, c, None, probe)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [0, 2, 5])
+def test_softmax_gradient_matches_autodiff(x64, chunk):
+    u, w, c, targets, coef = _inputs(jnp.float64)
+    probe = jax.random.normal(jax.random.key(8), u.shape, jnp.float32)
+    fast = lambda u, w, c, k: unembed.softmax_gradient(u, w, c, targets, k, chunk=chunk)  # noqa: E731
+    slow = lambda u, w, c, k: _naive_softmax_gradient(u, w, c, targets, k)  # noqa: E731
+    got = _value_and_grads(fast, u, w, c, coef, probe)
+    want = _value_and_grads(slow, u, w, c, coef, probe)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
+
+
+def test_softmax_gradient_second_order(x64):
+    """The hand-written backward is itself differentiable (a Hessian-vector product)."""
+    u, w, c, targets, coef = _inputs(jnp.float64, length=5)
+    probe = jax.random.normal(jax.random.key(9), u.shape, jnp.float64)
+
+    def grad_norm(fn):
+        inner = jax.grad(lambda w: jnp.sum(fn(u, w, c, targets, coef) * probe))
+        return jax.grad(lambda w: jnp.sum(jnp.square(inner(w))))(w)
+
+    got = grad_norm(lambda *a: unembed.softmax_gradient(*a, chunk=2))
+    want = grad_norm(_naive_softmax_gradient)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-9, atol=1e-12)
+
+
+def test_bfloat16_close_to_float32():
+    u, w, c, targets, coef = _inputs(jnp.float32)
+    probe = jax.random.normal(jax.random.key(3), targets.shape, jnp.float32)
+    fn = lambda u, w, c: unembed.token_nll(u, w, c, targets, chunk=3)  # noqa: E731
+    hi = _value_and_grads(fn, u, w, c, None, probe)
+    lo = _value_and_grads(fn, u.astype(jnp.bfloat16), w, c, None, probe)
+    assert lo[0].dtype == jnp.float32 and lo[1][0].dtype == jnp.bfloat16
+    for a, b in zip(jax.tree.leaves(lo), jax.tree.leaves(hi)):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b), rtol=0.05, atol=0.05)
+
+
+def test_gradient_is_zero_where_coef_is_zero(x64):
+    u, w, c, targets, coef = _inputs(jnp.float64)
+    du = unembed.softmax_gradient(u, w, c, targets, coef, chunk=4)
+    assert np.all(np.asarray(du)[np.asarray(coef) == 0] == 0)
+
+
+D_MODEL = 5
+CFG = fwl.FWLConfig(size=4, vocab_size=7, inner_loss_scale=0.25, hidden_mult=2, step_size_init=0.3,
+                    unembed_chunk=0)
+
+
+@pytest.mark.parametrize("meta_gradient", ["full", "first_order"])
+def test_head_token_nll_equals_the_cross_entropy_of_its_logits(x64, meta_gradient):
+    cfg = dataclasses.replace(CFG, meta_gradient=meta_gradient)
+    keys = jax.random.split(jax.random.key(1), 3)
+    params = fwl.init_params(keys[0], D_MODEL, cfg, jnp.float64)
+    h = jax.random.normal(keys[1], (2, 9, D_MODEL), jnp.float64)
+    targets = jax.random.randint(keys[2], (2, 9), 0, cfg.vocab_size)
+    weights = jnp.ones((2, 9), jnp.float64).at[0, 4].set(0.0)
+    seg = jnp.asarray([[1] * 5 + [2] * 4, [1] * 9])
+
+    def via_logits(params, h):
+        logits, state = fwl.fwl_logits(params, h, targets, weights, cfg, segment_ids=seg)
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], state
+
+    def via_nll(params, h, chunk):
+        return fwl.fwl_token_nll(params, h, targets, weights, dataclasses.replace(cfg, unembed_chunk=chunk),
+                                 segment_ids=seg)
+
+    loss = lambda fn: lambda p, h: jnp.sum(fn(p, h)[0] * weights)  # noqa: E731
+    want = via_logits(params, h)
+    want_grad = jax.grad(loss(via_logits), argnums=(0, 1))(params, h)
+    for chunk in (0, 2, 4):
+        got = via_nll(params, h, chunk)
+        got_grad = jax.grad(loss(lambda p, h: via_nll(p, h, chunk)), argnums=(0, 1))(params, h)
+        for a, b in zip(jax.tree.leaves((got, got_grad)), jax.tree.leaves((want, want_grad))):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
+    slow = fwl.slow_token_nll(params, h, targets, dataclasses.replace(cfg, unembed_chunk=3))
+    logp = jax.nn.log_softmax(fwl.slow_logits(params, h, cfg), axis=-1)
+    np.testing.assert_allclose(np.asarray(slow), -np.take_along_axis(np.asarray(logp), np.asarray(targets)[..., None],
+                                                                     axis=-1)[..., 0], rtol=1e-12)
+
+
+def test_bad_unembed_chunk():
+    with pytest.raises(ValueError, match="unembed_chunk"):
+        dataclasses.replace(CFG, unembed_chunk=-1)
