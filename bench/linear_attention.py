@@ -2,8 +2,10 @@
 of shapes: time, achieved TFLOP/s (FLOPs as `attention_flops` counts them for the method)
 and what `auto` picked, with auto's time over the best method's.
 
+Also times one bf16 `--matmul_size`^3 matmul, the rate the methods are compared with.
+
 Usage: python bench/linear_attention.py [--grid=B,T,Dk,Dv;...] [--dtype=bfloat16]
-           [--steps=10] [--json=PATH]
+           [--steps=10] [--max_gib=40] [--matmul_size=8192] [--json=PATH]
 """
 
 import argparse
@@ -14,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from fwl_jax.ops.linear_attention import (attention_flops, causal_linear_attention,
-                                          choose_method)
+                                          choose_method, estimate_cost)
 
 DEFAULT_GRID = "16,1024,768,3072;16,1024,3072,768;16,1024,1,4609;2,8192,768,3072;16,4096,64,64"
 OPTIONS = (("quadratic", "auto"), ("chunked", "associative"), ("chunked", "scan"),
@@ -40,29 +42,41 @@ def _callables(method: str, combine: str, chunk: int):
     return jax.jit(forward), jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
 
 
-def bench_shape(b, t, dk, dv, dtype, steps: int, chunk: int, max_recurrent_tokens: int) -> dict:
+def bench_shape(b, t, dk, dv, dtype, steps: int, chunk: int, max_gib: float) -> dict:
     keys = jax.random.split(jax.random.key(0), 3)
     q = jax.random.normal(keys[0], (b, t, dk), dtype) / dk ** 0.5
     k = jax.random.normal(keys[1], (b, t, dk), dtype)
     v = jax.random.normal(keys[2], (b, t, dv), dtype)
     picked = choose_method(b, t, dk, dv, chunk)
-    rows = {}
+    rows, skipped = {}, {}
     for method, combine in OPTIONS:
-        if method == "recurrent" and b * t > max_recurrent_tokens:
+        name = method if method != "chunked" else f"chunked/{combine}"
+        memory = estimate_cost(method, b, t, dk, dv, chunk, combine).memory_bytes
+        if 3 * memory > max_gib * 2**30:  # the backward keeps about twice the forward's
+            skipped[name] = f"needs about {3 * memory / 2**30:.0f} GiB"
             continue
         forward, backward = _callables(method, combine, chunk)
         flops = attention_flops(method, b, t, dk, dv, chunk, initial_state=False,
                                 final_state=False)
-        fwd = _time(forward, (q, k, v), steps)
-        bwd = _time(backward, (q, k, v), steps)
-        name = method if method != "chunked" else f"chunked/{combine}"
+        try:
+            fwd = _time(forward, (q, k, v), steps)
+            bwd = _time(backward, (q, k, v), steps)
+        except jax.errors.JaxRuntimeError as e:  # out of memory despite the estimate
+            skipped[name] = str(e).splitlines()[0][:120]
+            continue
         rows[name] = {"forward_ms": 1e3 * fwd, "forward_tflops": flops / fwd / 1e12,
                       "train_ms": 1e3 * bwd, "train_tflops": 3 * flops / bwd / 1e12}
     auto = picked[0] if picked[0] != "chunked" else f"chunked/{picked[1]}"
     best = min(rows, key=lambda n: rows[n]["train_ms"])
-    return {"shape": [b, t, dk, dv], "auto": auto, "best": best, "methods": rows,
+    return {"shape": [b, t, dk, dv], "auto": auto, "best": best, "methods": rows, "skipped": skipped,
             "auto_vs_best": (rows[auto]["train_ms"] / rows[best]["train_ms"]
                              if auto in rows else float("nan"))}
+
+
+def matmul_tflops(n: int, dtype, steps: int) -> float:
+    """The measured rate of one n x n x n matmul in `dtype` (the ceiling to compare with)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    return 2 * n ** 3 / _time(jax.jit(jnp.matmul), (a, a), steps) / 1e12
 
 
 def main(argv=None) -> dict:
@@ -71,21 +85,27 @@ def main(argv=None) -> dict:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--chunk_size", type=int, default=64)
-    parser.add_argument("--max_recurrent_tokens", type=int, default=1 << 15)
+    parser.add_argument("--max_gib", type=float, default=40.0,
+                        help="skip a method whose estimated memory is above this")
+    parser.add_argument("--matmul_size", type=int, default=8192, help="n of the reference matmul")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     shapes = [tuple(int(x) for x in s.split(",")) for s in args.grid.split(";") if s]
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
-              "dtype": args.dtype, "shapes": [
+              "dtype": args.dtype, "matmul_tflops": matmul_tflops(args.matmul_size, jnp.dtype(args.dtype), args.steps),
+              "shapes": [
                   bench_shape(*shape, jnp.dtype(args.dtype), args.steps, args.chunk_size,
-                              args.max_recurrent_tokens) for shape in shapes]}
-    print(f"{report['device']}, jax {report['jax']}, {args.dtype}")
+                              args.max_gib) for shape in shapes]}
+    print(f"{report['device']}, jax {report['jax']}, {args.dtype}; {args.matmul_size}^3 matmul: "
+          f"{report['matmul_tflops']:.0f} TFLOP/s")
     print("B,T,Dk,Dv | method | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | auto")
     for entry in report["shapes"]:
         for name, r in entry["methods"].items():
             mark = ("auto" if name == entry["auto"] else "") + (" best" if name == entry["best"] else "")
             print(f"{','.join(map(str, entry['shape']))} | {name} | {r['forward_ms']:.3f} | "
                   f"{r['forward_tflops']:.1f} | {r['train_ms']:.3f} | {r['train_tflops']:.1f} | {mark}")
+        for name, why in entry["skipped"].items():
+            print(f"{','.join(map(str, entry['shape']))} | {name} | skipped: {why}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

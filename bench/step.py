@@ -11,7 +11,7 @@ optax's cross-entropy).
 Ratios are to the plain model (or plain head) of the same run.
 
 Usage: python bench/step.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
-           [--steps=10] [--warmup=2] [--json=PATH]
+           [--steps=10] [--warmup=2] [--variants=plain,fwl_full,fwl_first_order] [--json=PATH]
 """
 
 import sys
@@ -37,6 +37,8 @@ VARIANTS = {"plain": (False, "full"), "fwl_full": (True, "full"),
 def _extra(values):
     flags.DEFINE_integer("steps", 10, "timed steps", flag_values=values)
     flags.DEFINE_integer("warmup", 2, "untimed steps (compilation)", flag_values=values)
+    flags.DEFINE_list("variants", list(VARIANTS), "variants to run (plain is always run: the ratios' base)",
+                      flag_values=values)
     flags.DEFINE_string("json", None, "write the table here", flag_values=values)
 
 
@@ -141,7 +143,11 @@ def main(argv=None) -> dict:
     config, steps, warmup = values.config, values.steps, values.warmup
     peak = peak_tflops(config.log.peak_tflops)
     table = {}
-    for name, (fwl_enabled, meta) in VARIANTS.items():
+    unknown = sorted(set(values.variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"error: unknown variants {unknown}; choose from {','.join(VARIANTS)}")
+    for name in ["plain"] + [v for v in values.variants if v != "plain"]:
+        fwl_enabled, meta = VARIANTS[name]
         variant = _variant(config, fwl_enabled, meta)
         table[name] = {**model_row(variant, steps, warmup, peak),
                        **head_row(variant, steps, warmup)}

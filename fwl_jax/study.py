@@ -89,8 +89,8 @@ def run_study(config: ml_collections.ConfigDict, out_dir: str | Path, *, runs=No
     for r in summary["rows"].values():
         if base:
             r["time_vs_plain_standard"] = base["eval_tokens_per_s"] / r["eval_tokens_per_s"]
-    if "fwl" in names:
-        summary["carry"] = _carry_study(config, out / "runs" / "fwl", devices)
+    summary["carry"] = {name: _carry_study(config, name, out / "runs" / name, devices)
+                        for name in ("fwl", "fwl_prefix_mean") if name in names}
     summary["figures"] = _figures(config, out, names)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(markdown_table(summary))
@@ -106,14 +106,16 @@ def _row(report: dict, run: str, summary: dict) -> dict:
     return row
 
 
-def _carry_study(config, workdir: Path, devices) -> dict:
-    """The FWL model's standard perplexity on validation and test under each carry policy."""
+def _carry_study(config, run: str, workdir: Path, devices) -> dict:
+    """An FWL run's standard perplexity on validation and test under each carry policy."""
     study = {}
     for policy, overrides in CARRY_POLICIES.items():
         study[policy] = {}
         for split in ("validation", "test"):
-            c = variant(config, **RUNS["fwl"], **overrides, **{"eval.split": split, "eval.mode": "standard"})
-            study[policy][split] = cached_report(c, workdir, f"FWL carry {policy}", devices)["perplexity"]
+            name = f"{split}_standard_carry_{policy.replace(' ', '')}"
+            c = variant(config, **RUNS[run], **overrides,
+                        **{"eval.split": split, "eval.mode": "standard", "eval.name": name})
+            study[policy][split] = cached_report(c, workdir, f"{run} carry {policy}", devices)["perplexity"]
     return study
 
 

@@ -48,7 +48,8 @@ def test_step_tiny(tmp_path):
 
 def test_linear_attention_tiny():
     report = _load("linear_attention").main(["--grid=2,40,8,16", "--steps=1",
-                                             "--dtype=float32"])
+                                             "--dtype=float32", "--matmul_size=64"])
+    assert report["matmul_tflops"] > 0
     (entry,) = report["shapes"]
     assert set(entry["methods"]) == {"quadratic", "chunked/associative", "chunked/scan",
                                      "recurrent"}

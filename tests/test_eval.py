@@ -262,6 +262,21 @@ def test_rms_rule_by_hand():
     np.testing.assert_allclose(step2["b"], [-0.3 + rate_b * (0.5 + 0.3)], rtol=1e-6)
 
 
+def test_rms_floor():
+    """sqrt(ms) is floored at rms_floor times its tensor's mean: a token absent from the
+    training batches (ms == 0) takes a finite step, not g / eps."""
+    from fwl_jax.eval.dynamic import rms_update
+    theta0 = {"embed": jnp.array([1.0, 2.0, 3.0, 4.0])}
+    ms = {"embed": jnp.array([16.0, 0.0, 1.0, 0.01])}  # rms 4, 0, 1, 0.1: mean 1.275
+    g = {"embed": jnp.ones(4)}
+    step = rms_update(theta0, g, theta0, ms, lr=0.1, decay=0.0, eps=0.0, rms_floor=0.5)
+    floor = 0.5 * 1.275
+    np.testing.assert_allclose(step["embed"], [1 - 0.1 / 4, 2 - 0.1 / floor, 3 - 0.1 / 1, 4 - 0.1 / floor], rtol=1e-6)
+    published = rms_update(theta0, g, theta0, {"embed": ms["embed"].at[1].set(1.0)}, lr=0.1, decay=0.0,
+                           eps=0.0, rms_floor=0.0)
+    np.testing.assert_allclose(published["embed"][3], 4 - 0.1 / 0.1, rtol=1e-6)
+
+
 def test_dynamic_modes_and_sweep_end_to_end(tmp_path):
     from fwl_jax.train import train_and_evaluate
     config = text_run_config(tmp_path, **{"eval.segment_len": 32})

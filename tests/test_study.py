@@ -29,7 +29,10 @@ def test_study_tiny(tmp_path):
     assert rows["plain + dynamic RMS"]["settings"]["dynamic"]["rule"] == "rms"
     assert rows["plain + dynamic SGD"]["test_perplexity"] != rows["plain + dynamic RMS"]["test_perplexity"]
     assert summary["runs"]["plain"]["train_step_time_vs_plain"] == 1.0
-    assert set(summary["carry"]) == {"carry", "reset", "decay 0.3", "decay 0.5", "decay 0.8"}
+    carry = summary["carry"]["fwl"]
+    assert set(carry) == {"carry", "reset", "decay 0.3", "decay 0.5", "decay 0.8"}
+    assert len({carry[p]["validation"] for p in carry}) == 5  # each policy scored, none reused
+    assert carry["decay 0.5"]["test"] == rows["FWL"]["test_perplexity"]  # the default policy
     figures = [p for paths in summary["figures"].values() for p in paths]
     assert len(figures) == 6 and all(open(p, "rb").read(4) == b"\x89PNG" for p in figures)
     table = markdown_table(summary)

@@ -12,7 +12,11 @@ Rules, for the selected parameters theta (theta0: the trained values):
   sgd: theta <- theta - lr * g
   rms: theta <- theta - lr * g / (sqrt(ms) + eps) + min(decay * rms_norm, 1) * (theta0 - theta),
        ms the mean squared gradient per parameter over training batches and
-       rms_norm = sqrt(ms) / mean(sqrt(ms)) (Krause et al. 2018, eq. 6-8).
+       rms_norm = sqrt(ms) / mean(sqrt(ms)) (Krause et al. 2018, eq. 6-8). Our addition:
+       sqrt(ms) is floored at `rms_floor` times its tensor's mean. The ms come from a few
+       training batches, where a rare token's embedding row and unembedding column get almost
+       no gradient (none at all if it is absent), and g / sqrt(ms) for them diverges the moment
+       the token appears in the document; `rms_floor=0` is the published rule.
 One jit-compiled step per window: a `lax.scan` over its segments, vmapped over the lanes
 (documents), each lane with its own copy of the selected parameters.
 """
@@ -41,6 +45,7 @@ class DynamicSettings:
     rule: str = "sgd"  # sgd or rms
     decay: float = 0.0  # rms: pull toward the trained parameters
     eps: float = 1e-8  # rms: added to sqrt(ms)
+    rms_floor: float = 0.1  # rms: sqrt(ms) at least this times its tensor's mean (0: the published rule)
     params: str = "all"  # which parameters adapt: all, head or body
 
     def check(self, seq_len: int) -> None:
@@ -62,9 +67,9 @@ def merge_params(selected: dict, rest: dict, part: str) -> dict:
     return selected if part == "all" else {**rest, part: selected}
 
 
-def rms_update(theta, grad, theta0, ms, *, lr: float, decay: float, eps: float):
+def rms_update(theta, grad, theta0, ms, *, lr: float, decay: float, eps: float, rms_floor: float = 0.0):
     """One step of the RMS rule with decay toward theta0 (pytrees of equal structure)."""
-    rms = jax.tree.map(jnp.sqrt, ms)
+    rms = jax.tree.map(lambda m: jnp.maximum(jnp.sqrt(m), rms_floor * jnp.mean(jnp.sqrt(m))), ms)
     mean_rms = sum(jnp.sum(r) for r in jax.tree.leaves(rms)) / sum(
         r.size for r in jax.tree.leaves(rms))
     return jax.tree.map(
@@ -173,7 +178,7 @@ class DynamicScorer:
                 updated = sgd_update(theta, grad, lr=s.lr)
             else:
                 updated = rms_update(theta, grad, theta0, self.ms, lr=s.lr, decay=s.decay,
-                                     eps=s.eps)
+                                     eps=s.eps, rms_floor=s.rms_floor)
             active = jnp.any(seg["weights"] > 0)  # padding segments change nothing
             theta = jax.tree.map(lambda u, t: jnp.where(active, u, t), updated, theta)
             return (theta, state, cache), nll

@@ -76,7 +76,8 @@ def with_step_sizes(params, step_sizes: dict[str, float]):
 def _dynamic_settings(config, lr: float) -> DynamicSettings:
     e = config.eval
     return DynamicSettings(segment_len=e.segment_len or config.data.seq_len, lr=lr,
-                           rule=e.rule, decay=e.decay, eps=e.eps, params=e.dynamic_params)
+                           rule=e.rule, decay=e.decay, eps=e.eps, rms_floor=e.rms_floor,
+                           params=e.dynamic_params)
 
 
 def _sweep_values(text: str) -> list[float]:

@@ -129,7 +129,7 @@ class Attention(nn.Module):
     def _attend(self, q, k, v, segment_ids):
         impl = self.cfg.attention_impl
         if impl == "auto":
-            impl = "cudnn" if _cudnn_applies(q, segment_ids) else "xla"
+            impl = "cudnn" if _cudnn_applies(q) else "xla"
         return causal_attention(q, k, v, segment_ids, impl)
 
     def _update_cache(self, k, v, positions, index):
@@ -145,10 +145,12 @@ class Attention(nn.Module):
         return cached_k.value, cached_v.value, mask[:, None]
 
 
-def _cudnn_applies(q, segment_ids):
-    """cuDNN fused attention: GPU, half precision, head dim a multiple of 8 up to 128, no segments."""
+def _cudnn_applies(q):
+    """cuDNN fused attention: GPU, half precision, head dim a multiple of 8 up to 128. With
+    packed segments it reads the mask as a bias, still about 4x XLA's masked attention on an
+    H200 (docs/PERFORMANCE.md, bench/attention.py)."""
     return (jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
-            and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128 and segment_ids is None)
+            and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128)
 
 
 class Mlp(nn.Module):
