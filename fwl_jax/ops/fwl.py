@@ -14,7 +14,9 @@ The per-token gradients are analytic (``e_i = scale w_i (softmax_i - onehot_i)``
 ``a_i (x) dz2_i``), so applying the summed update to the fast-pass input of a layer is causal
 linear attention with query = that input, key = the slow-pass input, value = the output
 gradient. Bias, gain and LN-bias updates are segmented prefix sums (linear attention with
-unit queries and keys). Nothing per-token of weight size is ever materialised.
+unit queries and keys). Nothing per-token of weight size is ever materialised. The
+vocabulary-sized parts (``du = e U^T`` and the final cross-entropy of :func:`fwl_token_nll`)
+run in chunks of ``unembed_chunk`` positions with hand-written VJPs (:mod:`fwl_jax.ops.unembed`).
 
 With ``inner_loss_normalization="prefix_mean"`` position t's inner loss is the weighted mean
 ``sum_{i in P(t)} w_i CE_i / sum_{i in P(t)} w_i`` (carried tokens counted), so the step does
