@@ -10,7 +10,7 @@ import sys
 from absl import flags
 
 from fwl_jax.cli import parse_config_flags, run_reporting_errors
-from fwl_jax.study import RUNS, OPTIONAL_RUNS, run_study
+from fwl_jax.study import OPTIONAL_RUNS, RUNS, run_study
 
 
 def _extra(values):

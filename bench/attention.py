@@ -7,23 +7,13 @@ Usage: python bench/attention.py [--shape=B,T,H,hd] [--segments=1,2,4,16] [--imp
 """
 
 import argparse
-import json
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from fwl_jax.models.attention import causal_attention
-
-
-def _time(fn, args, steps: int) -> float:
-    jax.block_until_ready(fn(*args))
-    start = time.perf_counter()
-    for _ in range(steps):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / steps
+from fwl_jax.timing import mean_seconds, write_json
 
 
 def _segment_ids(batch: int, length: int, segments: int) -> jax.Array:
@@ -60,7 +50,7 @@ def main(argv=None) -> dict:
                 return causal_attention(q, k, v, ids, impl).astype(jnp.float32).sum()
             step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
             try:
-                row[f"{impl}_ms"] = 1e3 * _time(step, (q, k, v), args.steps)
+                row[f"{impl}_ms"] = 1e3 * mean_seconds(lambda: step(q, k, v), args.steps)
                 outputs[impl] = jax.jit(lambda q, k, v, impl=impl: causal_attention(q, k, v, ids, impl))(q, k, v)
             except Exception as e:  # noqa: BLE001 - an implementation this device lacks is reported, not fatal
                 row[f"{impl}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
@@ -70,11 +60,9 @@ def main(argv=None) -> dict:
         report["rows"].append(row)
         print(row, flush=True)
     unmasked = jax.jit(jax.grad(lambda q, k, v: causal_attention(q, k, v, None, impls[-1] if jax.default_backend() == "gpu" else "xla").astype(jnp.float32).sum(), argnums=(0, 1, 2)))
-    report["no_segments_ms"] = 1e3 * _time(unmasked, (q, k, v), args.steps)
+    report["no_segments_ms"] = 1e3 * mean_seconds(lambda: unmasked(q, k, v), args.steps)
     print("one document a row, no mask:", f"{report['no_segments_ms']:.3f} ms")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+    write_json(report, args.json)
     return report
 
 

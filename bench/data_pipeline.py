@@ -9,12 +9,12 @@ Usage: python bench/data_pipeline.py --data_dir=DIR [--dataset=shakespeare] [--v
 """
 
 import argparse
-import json
 import os
 import platform
 import time
 
 from fwl_jax.data import pipeline, prepare
+from fwl_jax.timing import write_json
 
 
 def _rate(batches, count: int, warmup: int = 5) -> float:
@@ -55,9 +55,7 @@ def main(argv=None) -> dict:
     print(f"{'pipeline':8s} {'tokens/s':>14s}")
     for name in ("train", "eval"):
         print(f"{name:8s} {report[name + '_tokens_per_s']:14,.0f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+    write_json(report, args.json)
     return report
 
 

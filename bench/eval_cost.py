@@ -20,6 +20,7 @@ from fwl_jax.cli import parse_config_flags
 from fwl_jax.data import TokenizedSplit
 from fwl_jax.eval import DynamicScorer, DynamicSettings, WindowScorer, score_split
 from fwl_jax.models import make_mesh
+from fwl_jax.timing import write_json
 from fwl_jax.train.checkpoint import restore_params
 from fwl_jax.train.step import Trainer
 
@@ -78,10 +79,7 @@ def main(argv=None) -> dict:
     for name, r in rows.items():
         print(f"{name} | {r['tokens_per_s']:,.0f} | {r['cost_vs_standard']:.2f}")
     print(f"FWL evaluation is {report['fwl_speed_vs_dynamic']:.2f}x the speed of dynamic evaluation")
-    if values.json:
-        import json
-        with open(values.json, "w") as f:
-            json.dump(report, f, indent=1)
+    write_json(report, values.json)
     return report
 
 

@@ -9,27 +9,21 @@ Usage: python bench/linear_attention.py [--grid=B,T,Dk,Dv;...] [--dtype=bfloat16
 """
 
 import argparse
-import json
-import time
 
 import jax
 import jax.numpy as jnp
 
-from fwl_jax.ops.linear_attention import (attention_flops, causal_linear_attention,
-                                          choose_method, estimate_cost)
+from fwl_jax.ops.linear_attention import (
+    attention_flops,
+    causal_linear_attention,
+    choose_method,
+    estimate_cost,
+)
+from fwl_jax.timing import mean_seconds, write_json
 
 DEFAULT_GRID = "16,1024,768,3072;16,1024,3072,768;16,1024,1,4609;2,8192,768,3072;16,4096,64,64"
 OPTIONS = (("quadratic", "auto"), ("chunked", "associative"), ("chunked", "scan"),
            ("recurrent", "auto"))
-
-
-def _time(fn, args, steps: int) -> float:
-    jax.block_until_ready(fn(*args))
-    start = time.perf_counter()
-    for _ in range(steps):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / steps
 
 
 def _callables(method: str, combine: str, chunk: int):
@@ -59,8 +53,8 @@ def bench_shape(b, t, dk, dv, dtype, steps: int, chunk: int, max_gib: float) -> 
         flops = attention_flops(method, b, t, dk, dv, chunk, initial_state=False,
                                 final_state=False)
         try:
-            fwd = _time(forward, (q, k, v), steps)
-            bwd = _time(backward, (q, k, v), steps)
+            fwd = mean_seconds(lambda: forward(q, k, v), steps)
+            bwd = mean_seconds(lambda: backward(q, k, v), steps)
         except jax.errors.JaxRuntimeError as e:  # out of memory despite the estimate
             skipped[name] = str(e).splitlines()[0][:120]
             continue
@@ -76,7 +70,8 @@ def bench_shape(b, t, dk, dv, dtype, steps: int, chunk: int, max_gib: float) -> 
 def matmul_tflops(n: int, dtype, steps: int) -> float:
     """The measured rate of one n x n x n matmul in `dtype` (the ceiling to compare with)."""
     a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    return 2 * n ** 3 / _time(jax.jit(jnp.matmul), (a, a), steps) / 1e12
+    matmul = jax.jit(jnp.matmul)
+    return 2 * n ** 3 / mean_seconds(lambda: matmul(a, a), steps) / 1e12
 
 
 def main(argv=None) -> dict:
@@ -106,9 +101,7 @@ def main(argv=None) -> dict:
                   f"{r['forward_tflops']:.1f} | {r['train_ms']:.3f} | {r['train_tflops']:.1f} | {mark}")
         for name, why in entry["skipped"].items():
             print(f"{','.join(map(str, entry['shape']))} | {name} | skipped: {why}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+    write_json(report, args.json)
     return report
 
 

@@ -15,7 +15,6 @@ Usage: python bench/step.py --config=configs/bench_ref.py [--config.FIELD=VALUE 
 """
 
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +25,7 @@ from absl import flags
 from fwl_jax.cli import parse_config_flags
 from fwl_jax.models import TransformerLM, flops_per_token, make_mesh
 from fwl_jax.ops import fwl as fwl_ops
+from fwl_jax.timing import mean_seconds, write_json
 from fwl_jax.train.config import model_config
 from fwl_jax.train.metrics import peak_tflops
 from fwl_jax.train.step import Trainer
@@ -40,17 +40,6 @@ def _extra(values):
     flags.DEFINE_list("variants", list(VARIANTS), "variants to run (plain is always run: the ratios' base)",
                       flag_values=values)
     flags.DEFINE_string("json", None, "write the table here", flag_values=values)
-
-
-def _timed(fn, steps: int, warmup: int) -> float:
-    """Mean seconds of fn() (which returns something to block on)."""
-    for _ in range(warmup):
-        jax.block_until_ready(fn())
-    start = time.perf_counter()
-    for _ in range(steps):
-        out = fn()
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / steps
 
 
 def _temp_gib(jitted, *args) -> float:
@@ -87,12 +76,12 @@ def model_row(config, steps: int, warmup: int, peak) -> dict:
         def train():
             box[0], metrics = trainer._train(box[0], batch, rng)
             return metrics["loss"]
-        train_s = _timed(train, steps, warmup)
+        train_s = mean_seconds(train, steps, warmup)
         forward = jax.jit(lambda p, b: trainer.model.apply(
             {"params": p}, b["inputs"], targets=b["targets"],
             weights=b["weights"].astype(jnp.float32), positions=b["positions"],
             method=TransformerLM.token_nll)[0].sum())
-        eval_s = _timed(lambda: forward(box[0].params, batch), steps, warmup)
+        eval_s = mean_seconds(lambda: forward(box[0].params, batch), steps, warmup)
     cfg = trainer.model_config
     flops = flops_per_token(cfg, config.data.seq_len, training=True)
     row = {"train_ms": 1e3 * train_s, "eval_ms": 1e3 * eval_s, "tokens_per_s": tokens / train_s,
@@ -132,7 +121,7 @@ def head_row(config, steps: int, warmup: int) -> dict:
     row = {}
     for prefix, loss in (("head", nll_loss), ("head_logits", logits_loss)):
         step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
-        seconds = _timed(lambda: step(params, h, targets, weights), steps, warmup)
+        seconds = mean_seconds(lambda: step(params, h, targets, weights), steps, warmup)
         row[f"{prefix}_ms"] = 1e3 * seconds
         row[f"{prefix}_temp_gib"] = _temp_gib(step, params, h, targets, weights)
     return row
@@ -166,10 +155,7 @@ def main(argv=None) -> dict:
               "batch_size": config.train.batch_size, "seq_len": config.data.seq_len,
               "peak_tflops": peak, "rows": table}
     _print(report)
-    if values.json:
-        import json
-        with open(values.json, "w") as f:
-            json.dump(report, f, indent=1)
+    write_json(report, values.json)
     return report
 
 
