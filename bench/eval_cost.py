@@ -20,7 +20,7 @@ from fwl_jax.cli import parse_config_flags
 from fwl_jax.data import TokenizedSplit
 from fwl_jax.eval import DynamicScorer, DynamicSettings, WindowScorer, score_split
 from fwl_jax.models import make_mesh
-from fwl_jax.timing import write_json
+from fwl_jax.timing import op_profile, print_op_profile, write_json
 from fwl_jax.train.checkpoint import restore_params
 from fwl_jax.train.step import Trainer
 
@@ -31,6 +31,8 @@ def _extra(values):
     flags.DEFINE_integer("segment_len", 128, "dynamic evaluation's segment", flag_values=values)
     flags.DEFINE_float("lr", 1e-5, "dynamic evaluation's SGD step", flag_values=values)
     flags.DEFINE_string("workdir", None, "read parameters from this run", flag_values=values)
+    flags.DEFINE_integer("profile", 0, "also print (and write to the JSON) the top N ops of each mode, "
+                         "traced over one more pass", flag_values=values)
     flags.DEFINE_string("json", None, "write the table here", flag_values=values)
 
 
@@ -64,8 +66,12 @@ def main(argv=None) -> dict:
                 scorer = WindowScorer(trainer.model, mesh)
             scores, timing = score_split(scorer, params, split, seq_len=c.data.seq_len,
                                          batch_size=lanes)
-        rows[name] = {"tokens_per_s": timing.tokens_per_s, "perplexity": scores.perplexity,
-                      "tokens": int(len(scores.nll))}
+            rows[name] = {"tokens_per_s": timing.tokens_per_s, "perplexity": scores.perplexity,
+                          "tokens": int(len(scores.nll))}
+            if values.profile:
+                rows[name]["profile"] = op_profile(lambda: score_split(  # noqa: B023
+                    scorer, params, split, seq_len=c.data.seq_len, batch_size=lanes)[0].nll, values.profile)
+                print_op_profile(rows[name]["profile"], name)
     for row in rows.values():
         row["cost_vs_standard"] = rows["standard"]["tokens_per_s"] / row["tokens_per_s"]
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,

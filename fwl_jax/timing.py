@@ -26,3 +26,53 @@ def write_json(report: dict, path: str | None) -> None:
     if path:
         with open(path, "w") as f:
             json.dump(report, f, indent=1)
+
+
+def op_profile(fn: Callable[[], object], top: int = 20) -> dict:
+    """Where the time of ``fn()`` goes, op by op: runs it once under `jax.profiler.trace`
+    (run it once before, so compilation is not traced) and sums the traced XLA ops' times by
+    their HLO name. Device ops (GPU kernels) when the trace has any, else the host's (CPU).
+
+    Returns {"total_s": traced op time, "ops": the `top` ops as {"op", "module", "seconds",
+    "share", "calls", and "long_name" (the HLO instruction) where the profiler gives it}}.
+    """
+    import glob
+    import tempfile
+    from collections import defaultdict
+
+    from jax.profiler import ProfileData
+
+    with tempfile.TemporaryDirectory() as directory:
+        with jax.profiler.trace(directory):
+            jax.block_until_ready(fn())
+        paths = glob.glob(f"{directory}/**/*.xplane.pb", recursive=True)
+        if not paths:
+            raise RuntimeError("jax.profiler wrote no trace: is another profiler session running?")
+        data = ProfileData.from_file(paths[0])
+    seconds, calls, names = defaultdict(float), defaultdict(int), {}
+    planes = list(data.planes)
+    device = [p for p in planes if p.name.startswith("/device:")]
+    for plane in device or planes:
+        for line in plane.lines:
+            for event in line.events:
+                stats = dict(event.stats)
+                op = stats.get("hlo_op")
+                if not op or event.name.startswith("end:"):
+                    continue
+                key = (str(op), str(stats.get("hlo_module", "")))
+                seconds[key] += event.duration_ns * 1e-9
+                calls[key] += 1
+                if "long_name" in stats:
+                    names[key] = str(stats["long_name"])[:300]
+    total = sum(seconds.values())
+    ops = [{"op": op, "module": module, "seconds": s, "share": s / total if total else 0.0,
+            "calls": calls[(op, module)], **({"long_name": names[(op, module)]} if (op, module) in names else {})}
+           for (op, module), s in sorted(seconds.items(), key=lambda kv: -kv[1])[:top]]
+    return {"total_s": total, "device": bool(device), "ops": ops}
+
+
+def print_op_profile(profile: dict, title: str) -> None:
+    print(f"{title}: {profile['total_s'] * 1e3:.1f} ms of traced {'device' if profile['device'] else 'host'} ops")
+    print("share | ms | calls | op | HLO")
+    for o in profile["ops"]:
+        print(f"{o['share']:.1%} | {o['seconds'] * 1e3:.2f} | {o['calls']} | {o['op']} | {o.get('long_name', '')[:160]}")

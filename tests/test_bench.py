@@ -58,8 +58,13 @@ def test_linear_attention_tiny():
 
 def test_eval_cost_tiny():
     report = _load("eval_cost").main(["eval_cost.py", "--config=configs/tiny.py",
-                                      "--documents=2", "--doc_len=150", "--segment_len=32"])
+                                      "--documents=2", "--doc_len=150", "--segment_len=32",
+                                      "--profile=4"])
     rows = report["rows"]
+    for row in rows.values():  # the op profile of each mode, from the same run
+        ops = row["profile"]["ops"]
+        assert 0 < len(ops) <= 4 and all(o["seconds"] > 0 and o["calls"] > 0 for o in ops)
+        assert sum(o["share"] for o in ops) <= 1.0 + 1e-9
     assert rows["standard"]["cost_vs_standard"] == 1.0
     assert rows["standard"]["tokens"] == rows["fwl"]["tokens"] == rows["dynamic"]["tokens"] == 302
     assert report["fwl_speed_vs_dynamic"] == rows["fwl"]["tokens_per_s"] / rows["dynamic"]["tokens_per_s"]
@@ -71,3 +76,16 @@ def test_attention_tiny():
     assert [row["segments"] for row in report["rows"]] == [1, 3]
     for row in report["rows"]:
         assert row["xla_ms"] > 0 and row["xla_max_diff"] == 0.0
+
+
+def test_scaling_tiny(tmp_path):
+    report = _load("scaling").main(["scaling.py", "--config=configs/tiny.py", "--steps=1", "--warmup=1",
+                                    "--devices=2,64", f"--json={tmp_path}/scaling.json"])
+    rows = {(r["layout"], r["devices"]): r for r in report["rows"]}
+    assert set(rows) == {("data", 1), ("data", 2), ("fsdp", 1), ("fsdp", 2)}
+    assert report["skipped_counts"] == [64]  # more than the host has
+    assert rows[("data", 1)]["efficiency"] == 1.0
+    for r in rows.values():
+        assert r["tokens_per_s_per_device"] * r["devices"] == r["tokens_per_s"]
+        assert r["efficiency"] == r["tokens_per_s_per_device"] / rows[("data", 1)]["tokens_per_s_per_device"]
+    assert (tmp_path / "scaling.json").exists()

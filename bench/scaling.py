@@ -1,0 +1,98 @@
+"""Training throughput on 1, 2, 4, ... devices of one host, data-parallel and FSDP, with the
+same batch per device: tokens/s per device and its ratio to one device's (the scaling
+efficiency), side by side in one run.
+
+For each device count n (`--devices`, those over the host's count are skipped) and each
+layout (`--layouts`: `data` = mesh (n, 1, 1), parameters replicated, gradients all-reduced;
+`fsdp` = mesh (1, n, 1), parameters and optimizer state sharded over the devices) the
+jit-compiled train step of `--config` runs on a global batch of n x `train.batch_size`
+random rows, timed over `--steps` after `--warmup`.
+
+Usage: python bench/scaling.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
+           [--devices=1,2,4] [--layouts=data,fsdp] [--steps=10] [--warmup=2] [--json=PATH]
+"""
+
+import sys
+
+import jax
+import numpy as np
+from absl import flags
+
+from fwl_jax.cli import parse_config_flags
+from fwl_jax.models import make_mesh
+from fwl_jax.timing import mean_seconds, write_json
+from fwl_jax.train.step import Trainer
+
+LAYOUTS = {"data": lambda n: {"data": n, "fsdp": 1}, "fsdp": lambda n: {"data": 1, "fsdp": n}}
+
+
+def _extra(values):
+    flags.DEFINE_list("devices", ["1", "2", "4"], "device counts", flag_values=values)
+    flags.DEFINE_list("layouts", list(LAYOUTS), "mesh layouts", flag_values=values)
+    flags.DEFINE_integer("steps", 10, "timed steps", flag_values=values)
+    flags.DEFINE_integer("warmup", 2, "untimed steps (compilation)", flag_values=values)
+    flags.DEFINE_string("json", None, "write the table here", flag_values=values)
+
+
+def _local_batch(config, rows: int) -> dict:
+    rng = np.random.default_rng(0)
+    shape = (rows, config.data.seq_len)
+    tokens = rng.integers(0, config.data.vocab_size, size=shape).astype(np.int32)
+    return {"inputs": tokens, "targets": np.roll(tokens, -1, axis=1),
+            "weights": np.ones(shape, np.int32), "segment_ids": np.ones(shape, np.int32),
+            "positions": np.broadcast_to(np.arange(shape[1], dtype=np.int32), shape).copy()}
+
+
+def throughput(config, layout: str, n: int, steps: int, warmup: int) -> dict:
+    """Tokens/s of the train step on the first n devices in `layout`."""
+    mesh = make_mesh(**LAYOUTS[layout](n), devices=jax.devices()[:n])
+    trainer = Trainer(config, mesh)
+    state = trainer.init_state(0)
+    rows = config.train.batch_size * n
+    batch = trainer.global_batch(_local_batch(config, rows))
+    rng = jax.random.key(0)
+    box = [state]
+
+    def train():
+        box[0], metrics = trainer.train_step(box[0], batch, rng)
+        return metrics["loss"]
+    seconds = mean_seconds(train, steps, warmup)
+    tokens = rows * config.data.seq_len
+    return {"layout": layout, "devices": n, "step_ms": 1e3 * seconds, "tokens_per_s": tokens / seconds,
+            "tokens_per_s_per_device": tokens / seconds / n}
+
+
+def main(argv=None) -> dict:
+    values = parse_config_flags(argv or sys.argv, _extra)
+    config = values.config
+    unknown = sorted(set(values.layouts) - set(LAYOUTS))
+    if unknown:
+        raise SystemExit(f"error: unknown layouts {unknown}; choose from {','.join(LAYOUTS)}")
+    counts = sorted({int(n) for n in values.devices})
+    available = jax.device_count()
+    skipped = [n for n in counts if n > available]
+    counts = [n for n in counts if n <= available]
+    if 1 not in counts:
+        counts.insert(0, 1)  # the base of the efficiencies
+    rows = []
+    base = throughput(config, "data", 1, values.steps, values.warmup)
+    for layout in values.layouts:
+        for n in counts:
+            row = base if n == 1 else throughput(config, layout, n, values.steps, values.warmup)
+            rows.append({**row, "layout": layout,
+                         "efficiency": row["tokens_per_s_per_device"] / base["tokens_per_s_per_device"]})
+    report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
+              "device_count": available, "batch_per_device": config.train.batch_size,
+              "seq_len": config.data.seq_len, "skipped_counts": skipped, "rows": rows}
+    print(f"{report['device']} x {available}, jax {report['jax']}, {config.train.batch_size} rows of "
+          f"{config.data.seq_len} per device" + (f"; skipped counts {skipped} (too few devices)" if skipped else ""))
+    print("layout | devices | step ms | tokens/s | per device | efficiency")
+    for r in rows:
+        print(f"{r['layout']} | {r['devices']} | {r['step_ms']:.2f} | {r['tokens_per_s']:,.0f} | "
+              f"{r['tokens_per_s_per_device']:,.0f} | {r['efficiency']:.1%}")
+    write_json(report, values.json)
+    return report
+
+
+if __name__ == "__main__":
+    main()
