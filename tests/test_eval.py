@@ -296,3 +296,68 @@ def test_dynamic_modes_and_sweep_end_to_end(tmp_path):
     with pytest.raises(ConfigError, match="segment_len 24 must divide seq_len 64"):
         evaluate_run(config(**{"eval.mode": "dynamic", "eval.segment_len": 24}),
                      tmp_path / "run", devices=devices)
+
+
+def reference_dynamic(model, params, split, settings, ms=None):
+    """Dynamic evaluation by its definition, one document at a time in plain Python: each
+    window starts an empty KV cache; each segment is scored with the current parameters and
+    then they take one step on its mean loss; a document starts from the trained parameters
+    (and, with fast weights, an empty state carried across its windows)."""
+    from fwl_jax.eval.dynamic import merge_params, rms_update, sgd_update, split_params
+    from fwl_jax.models.decode import init_cache
+    part, seg = settings.params, settings.segment_len
+    out = []
+    for d in range(split.num_documents):
+        inputs, targets = doc_pairs(split, d)
+        theta0, rest = split_params(params, part)
+        theta, state = theta0, None
+        for start in range(0, len(inputs), L):
+            cache = init_cache(model, 1)
+            for s0 in range(start, min(start + L, len(inputs)), seg):
+                x = jnp.asarray(inputs[s0:min(s0 + seg, start + L)])[None]
+                y = jnp.asarray(targets[s0:min(s0 + seg, start + L)])[None]
+
+                def loss(theta, cache=cache, state=state, x=x, y=y):
+                    p = merge_params(theta, rest, part)
+                    h, mutated = model.apply({"params": p, "cache": cache}, x, decode=True,
+                                             method=TransformerLM.hidden, mutable=["cache"])
+                    nll, new_state = model.apply({"params": p}, h, y, jnp.ones(y.shape), None, state,
+                                                 method=lambda m, *a: m.head.token_nll(*a))
+                    return nll.astype(jnp.float32).mean(), (nll[0], mutated["cache"], new_state)
+                (_, (nll, cache, state)), grad = jax.value_and_grad(loss, has_aux=True)(theta)
+                out.extend(np.asarray(nll, np.float32))
+                if settings.rule == "sgd":
+                    theta = sgd_update(theta, grad, lr=settings.lr)
+                else:
+                    theta = rms_update(theta, grad, theta0, ms, lr=settings.lr, decay=settings.decay,
+                                       eps=settings.eps, rms_floor=settings.rms_floor)
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("fwl_enabled,part,rule", [(False, "all", "sgd"), (True, "all", "sgd"),
+                                                   (False, "body", "rms"), (True, "head", "rms")])
+def test_dynamic_matches_its_definition(fwl_enabled, part, rule):
+    """The scorer (lanes, a scan over segments, padding, window and document resets, layers
+    unrolled from a scanned and rematerialised model) equals the plain loop, with steps large
+    enough to move every later score."""
+    from fwl_jax.eval.dynamic import DynamicSettings
+    cfg = ModelConfig(vocab_size=50, d_model=16, num_layers=2, num_heads=2, mlp_dim=32, max_len=L,
+                      dtype="float32", fwl_enabled=fwl_enabled, scan_layers=True, remat="dots_saveable")
+    model = TransformerLM(cfg)
+    params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, L), jnp.int32)))["params"]
+    raw = {n: jnp.asarray(fwl_ops.inverse_softplus(0.5)) for n in fwl_ops.FAST_TENSORS}
+    params = {**params, "head": {**params["head"], "step_size_raw": raw}}
+    split = make_split()
+    ms = None
+    settings = DynamicSettings(L // 2, lr=0.3, params=part)
+    if rule == "rms":
+        from fwl_jax.eval.dynamic import split_params
+        rng = np.random.default_rng(1)  # uneven mean squares, some tiny: the floor acts per stacked tensor
+        ms = jax.tree.map(lambda x: jnp.asarray(rng.uniform(0, 1, x.shape) ** 4, jnp.float32),
+                          split_params(params, part)[0])
+        settings = DynamicSettings(L // 2, lr=1e-2, rule="rms", decay=0.1, rms_floor=0.5, params=part)
+    scores = dynamic_scores(model, params, split, settings, ms=ms)
+    reference = reference_dynamic(model, params, split, settings, ms)
+    still = dynamic_scores(model, params, split, DynamicSettings(L // 2, lr=0.0, params=part))
+    assert np.abs(scores.nll - still.nll).max() > 1e-2, "the steps must change the scores"
+    np.testing.assert_allclose(scores.nll, reference, rtol=1e-4, atol=1e-5)

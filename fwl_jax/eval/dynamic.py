@@ -18,12 +18,17 @@ Rules, for the selected parameters theta (theta0: the trained values):
        no gradient (none at all if it is absent), and g / sqrt(ms) for them diverges the moment
        the token appears in the document; `rms_floor=0` is the published rule.
 One jit-compiled step per window: a `lax.scan` over its segments, vmapped over the lanes
-(documents), each lane with its own copy of the selected parameters.
+(documents), each lane with its own copy of the selected parameters. The scorer runs the
+model with its layers unrolled and without rematerialisation (`unrolled`; the same function,
+speed-only settings): with `scan_layers` each segment's gradient would be gathered into
+zero-filled stacked [layers, lanes, ...] buffers (and transposed) before the update, and a
+segment's activations are small enough to keep.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +61,25 @@ class DynamicSettings:
             raise ValueError(f"segment_len {self.segment_len} must divide seq_len {seq_len}")
 
 
+def unrolled(model: TransformerLM) -> TransformerLM:
+    """The same model with its layers unrolled and no rematerialisation (speed-only settings)."""
+    cfg = model.config
+    if not cfg.scan_layers and cfg.remat == "none":
+        return model
+    return TransformerLM(dataclasses.replace(cfg, scan_layers=False, remat="none"))
+
+
+def unstack_layers(params: dict, num_layers: int) -> dict:
+    """Parameters of a `scan_layers` model (``body/layers``, stacked on a leading axis) in the
+    layout of the unrolled model (``body/layers_0``, ...); other trees are returned as they are."""
+    body = params.get("body")
+    if not isinstance(body, dict) or "layers" not in body:
+        return params
+    layers = body["layers"]
+    unstacked = {f"layers_{i}": jax.tree.map(lambda x, i=i: x[i], layers) for i in range(num_layers)}
+    return {**params, "body": {**{k: v for k, v in body.items() if k != "layers"}, **unstacked}}
+
+
 def split_params(params: dict, part: str) -> tuple[dict, dict]:
     """(the adapted parameters, the fixed rest)."""
     if part == "all":
@@ -67,14 +91,25 @@ def merge_params(selected: dict, rest: dict, part: str) -> dict:
     return selected if part == "all" else {**rest, part: selected}
 
 
-def rms_update(theta, grad, theta0, ms, *, lr: float, decay: float, eps: float, rms_floor: float = 0.0):
-    """One step of the RMS rule with decay toward theta0 (pytrees of equal structure)."""
+def rms_scale(ms, rms_floor: float = 0.0):
+    """(sqrt(ms) floored at `rms_floor` times its tensor's mean, the mean of that over all
+    parameters): the RMS rule's per-parameter denominators and their mean."""
     rms = jax.tree.map(lambda m: jnp.maximum(jnp.sqrt(m), rms_floor * jnp.mean(jnp.sqrt(m))), ms)
-    mean_rms = sum(jnp.sum(r) for r in jax.tree.leaves(rms)) / sum(
-        r.size for r in jax.tree.leaves(rms))
+    mean_rms = sum(jnp.sum(r) for r in jax.tree.leaves(rms)) / sum(r.size for r in jax.tree.leaves(rms))
+    return rms, mean_rms
+
+
+def rms_step(theta, grad, theta0, rms, mean_rms, *, lr, decay: float, eps: float):
+    """One step of the RMS rule given `rms_scale`'s denominators."""
     return jax.tree.map(
         lambda t, g, t0, r: t - lr * g / (r + eps)
         + jnp.minimum(decay * r / mean_rms, 1.0) * (t0 - t), theta, grad, theta0, rms)
+
+
+def rms_update(theta, grad, theta0, ms, *, lr: float, decay: float, eps: float, rms_floor: float = 0.0):
+    """One step of the RMS rule with decay toward theta0 (pytrees of equal structure)."""
+    rms, mean_rms = rms_scale(ms, rms_floor)
+    return rms_step(theta, grad, theta0, rms, mean_rms, lr=lr, decay=decay, eps=eps)
 
 
 def sgd_update(theta, grad, *, lr: float):
@@ -116,13 +151,19 @@ class DynamicScorer:
         settings.check(model.config.max_len)
         if settings.rule == "rms" and ms is None:
             raise ValueError("the rms rule needs the mean squared gradients (ms)")
-        self.model, self.mesh, self.settings = model, mesh, settings
-        self.carry, self.carry_decay, self.ms = carry, carry_decay, ms
+        self.model, self.mesh, self.settings = unrolled(model), mesh, settings
+        self._layout = functools.partial(unstack_layers, num_layers=model.config.num_layers)
+        self.rms = None
+        if ms is not None:  # floored per tensor as trained (stacked layers), then laid out as the lanes' parameters
+            rms, mean_rms = rms_scale(ms, settings.rms_floor)
+            rms = self._layout(rms) if settings.params == "all" else self._layout({settings.params: rms})[settings.params]
+            self.rms = (rms, mean_rms)
+        self.carry, self.carry_decay = carry, carry_decay
         self.sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
         self._step = jax.jit(self._window, donate_argnums=(2,))
 
     def initial(self, params, lanes: int):
-        selected, _ = split_params(params, self.settings.params)
+        selected, _ = split_params(self._layout(params), self.settings.params)
         cfg = self.model.config
         lane_params = jax.tree.map(lambda x: jnp.broadcast_to(x, (lanes,) + x.shape), selected)
         state = fwl_ops.init_state(lanes, cfg.d_model, cfg.fwl) if cfg.fwl_enabled else None
@@ -136,7 +177,7 @@ class DynamicScorer:
 
     def _window(self, params, batch, carry, keep, new_doc):
         s, part = self.settings, self.settings.params
-        theta0, rest = split_params(params, part)
+        theta0, rest = split_params(self._layout(params), part)
         lane_params, state = carry
         lane_params = jax.tree.map(
             lambda t, t0: jnp.where(new_doc.reshape((-1,) + (1,) * t0.ndim) > 0, t0[None], t),
@@ -177,8 +218,7 @@ class DynamicScorer:
             if s.rule == "sgd":
                 updated = sgd_update(theta, grad, lr=s.lr)
             else:
-                updated = rms_update(theta, grad, theta0, self.ms, lr=s.lr, decay=s.decay,
-                                     eps=s.eps, rms_floor=s.rms_floor)
+                updated = rms_step(theta, grad, theta0, *self.rms, lr=s.lr, decay=s.decay, eps=s.eps)
             active = jnp.any(seg["weights"] > 0)  # padding segments change nothing
             theta = jax.tree.map(lambda u, t: jnp.where(active, u, t), updated, theta)
             return (theta, state, cache), nll
