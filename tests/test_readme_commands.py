@@ -28,6 +28,7 @@ SHRINK = {
                                       "--config.study.step_size_sweep=1e-2"],
     "bench/step.py": MODEL + ["--steps=1", "--warmup=1"],
     "bench/eval_cost.py": MODEL + ["--documents=2", "--doc_len=64", "--segment_len=16"],
+    "bench/scaling.py": MODEL + ["--steps=1", "--warmup=1", "--devices=1,2", "--layouts=data,fsdp"],
     "bench/linear_attention.py": ["--grid=2,40,8,16", "--steps=1", "--dtype=float32", "--matmul_size=64"],
     "bench/attention.py": ["--shape=2,32,2,8", "--segments=1,3", "--impls=xla", "--dtype=float32", "--steps=1"],
     "bench/data_pipeline.py": ["--dataset=text_files", "--source={corpus}", "--vocab_size=400", "--seq_len=32",
