@@ -25,7 +25,7 @@ from absl import flags
 from fwl_jax.cli import parse_config_flags
 from fwl_jax.models import TransformerLM, flops_per_token, make_mesh
 from fwl_jax.ops import fwl as fwl_ops
-from fwl_jax.timing import mean_seconds, write_json
+from fwl_jax.timing import mean_seconds, op_profile, print_op_profile, write_json
 from fwl_jax.train.config import model_config
 from fwl_jax.train.metrics import peak_tflops
 from fwl_jax.train.step import Trainer
@@ -39,6 +39,8 @@ def _extra(values):
     flags.DEFINE_integer("warmup", 2, "untimed steps (compilation)", flag_values=values)
     flags.DEFINE_list("variants", list(VARIANTS), "variants to run (plain is always run: the ratios' base)",
                       flag_values=values)
+    flags.DEFINE_integer("profile", 0, "also print (and write to the JSON) the top N ops of each "
+                         "variant's train step, traced over one more step", flag_values=values)
     flags.DEFINE_string("json", None, "write the table here", flag_values=values)
 
 
@@ -63,7 +65,7 @@ def _variant(config, fwl_enabled: bool, meta_gradient: str):
     return c
 
 
-def model_row(config, steps: int, warmup: int, peak) -> dict:
+def model_row(config, steps: int, warmup: int, peak, profile: int = 0) -> dict:
     trainer = Trainer(config, make_mesh(devices=jax.devices()[:1]))
     state = trainer.init_state(0)
     batch = {k: (None if v is None else jnp.asarray(v)) for k, v in _batch(config).items()}
@@ -77,6 +79,7 @@ def model_row(config, steps: int, warmup: int, peak) -> dict:
             box[0], metrics = trainer._train(box[0], batch, rng)
             return metrics["loss"]
         train_s = mean_seconds(train, steps, warmup)
+        train_profile = op_profile(train, profile) if profile else None
         forward = jax.jit(lambda p, b: trainer.model.apply(
             {"params": p}, b["inputs"], targets=b["targets"],
             weights=b["weights"].astype(jnp.float32), positions=b["positions"],
@@ -90,6 +93,8 @@ def model_row(config, steps: int, warmup: int, peak) -> dict:
            "temp_gib": train_temp}
     if peak:
         row["mfu"] = flops * tokens / train_s / (peak * 1e12)
+    if train_profile:
+        row["train_profile"] = train_profile
     return row
 
 
@@ -138,8 +143,10 @@ def main(argv=None) -> dict:
     for name in ["plain"] + [v for v in values.variants if v != "plain"]:
         fwl_enabled, meta = VARIANTS[name]
         variant = _variant(config, fwl_enabled, meta)
-        table[name] = {**model_row(variant, steps, warmup, peak),
+        table[name] = {**model_row(variant, steps, warmup, peak, values.profile),
                        **head_row(variant, steps, warmup)}
+        if values.profile:
+            print_op_profile(table[name]["train_profile"], f"{name} train step")
     plain = table["plain"]
     for row in table.values():
         row["time_vs_plain"] = row["train_ms"] / plain["train_ms"]

@@ -35,7 +35,7 @@ def test_data_pipeline_tiny(tmp_path):
 
 def test_step_tiny(tmp_path):
     report = _load("step").main(["step.py", "--config=configs/tiny.py", "--steps=1",
-                                 "--warmup=1", f"--json={tmp_path}/step.json"])
+                                 "--warmup=1", "--profile=3", f"--json={tmp_path}/step.json"])
     rows = report["rows"]
     assert set(rows) == {"plain", "fwl_full", "fwl_first_order"}
     assert rows["plain"]["time_vs_plain"] == 1.0 and rows["plain"]["flops_vs_plain"] == 1.0
@@ -43,6 +43,7 @@ def test_step_tiny(tmp_path):
     for row in rows.values():
         assert row["train_ms"] > 0 and row["head_ms"] > 0 and row["temp_gib"] > 0
         assert row["time_vs_plain"] == row["train_ms"] / rows["plain"]["train_ms"]
+        assert 0 < len(row["train_profile"]["ops"]) <= 3
     assert (tmp_path / "step.json").exists()
 
 
