@@ -22,14 +22,18 @@ One jit-compiled step per window: a `lax.scan` over its segments, vmapped over t
 model with its layers unrolled and without rematerialisation (`unrolled`; the same function,
 speed-only settings): with `scan_layers` each segment's gradient would be gathered into
 zero-filled stacked [layers, lanes, ...] buffers (and transposed) before the update, and a
-segment's activations are small enough to keep.
+segment's activations are small enough to keep. With SGD the embedding table's step touches
+only the rows of the segment's tokens, and is applied as a scatter into the table (the same
+step as the dense gradient's, without a [V, d] gradient per lane and segment).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -196,12 +200,24 @@ class DynamicScorer:
         """One document's window: scan over its segments (inputs [K, S])."""
         s, model = self.settings, self.model
         cache = init_cache(model, 1)
+        # SGD moves only the embedding rows of the segment's tokens: their step comes from the
+        # gradient of the looked-up vectors (added as `delta` at the lookup), scattered into the
+        # table, instead of a dense [V, d] gradient per lane and segment.
+        path = _EMBEDDING.get(s.params) if s.rule == "sgd" else None
+        dtype = model.config.compute_dtype
 
-        def segment_loss(theta, state, cache, seg):
-            params = merge_params(theta, rest, s.params)
+        def segment_loss(theta, delta, state, cache, seg, table):
+            params = merge_params(theta if path is None else _put(theta, path, table), rest, s.params)
             weights = seg["weights"].astype(jnp.float32)[None]
-            h, mutated = model.apply({"params": params, "cache": cache}, seg["inputs"][None],
-                                     decode=True, method=TransformerLM.hidden, mutable=["cache"])
+
+            def add_delta(next_fun, args, kwargs, context):
+                out = next_fun(*args, **kwargs)
+                if isinstance(context.module, nn.Embed) and context.method_name == "__call__":
+                    return out + delta.astype(out.dtype)
+                return out
+            with nn.intercept_methods(add_delta) if path is not None else contextlib.nullcontext():
+                h, mutated = model.apply({"params": params, "cache": cache}, seg["inputs"][None],
+                                         decode=True, method=TransformerLM.hidden, mutable=["cache"])
             batched = None if state is None else jax.tree.map(lambda x: x[None], state)
             nll, new_state = model.apply({"params": params}, h, seg["targets"][None],
                                          weights, None, batched,
@@ -213,15 +229,41 @@ class DynamicScorer:
 
         def step(carry, seg):
             theta, state, cache = carry
-            (_, (nll, cache, state)), grad = jax.value_and_grad(
-                segment_loss, has_aux=True)(theta, state, cache, seg)
+            # A padding segment (no weights) changes nothing: its step size is zero.
+            active = jnp.any(seg["weights"] > 0).astype(jnp.float32)
+            lr = s.lr * active
+            table = None
+            if path is not None:
+                table, theta = _pop(theta, path)
+            delta = jnp.zeros((1, s.segment_len, model.config.d_model), dtype)
+            (_, (nll, cache, state)), (grad, d_delta) = jax.value_and_grad(
+                segment_loss, argnums=(0, 1), has_aux=True)(theta, delta, state, cache, seg, table)
             if s.rule == "sgd":
-                updated = sgd_update(theta, grad, lr=s.lr)
+                theta = sgd_update(theta, grad, lr=lr)
             else:
-                updated = rms_step(theta, grad, theta0, *self.rms, lr=s.lr, decay=s.decay, eps=s.eps)
-            active = jnp.any(seg["weights"] > 0)  # padding segments change nothing
-            theta = jax.tree.map(lambda u, t: jnp.where(active, u, t), updated, theta)
+                theta = rms_step(theta, grad, theta0, *self.rms, lr=lr, decay=s.decay * active, eps=s.eps)
+            if path is not None:
+                table = table.at[seg["inputs"]].add(-lr * d_delta[0].astype(table.dtype))
+                theta = _put(theta, path, table)
             return (theta, state, cache), nll
 
         (theta, state, _), nll = jax.lax.scan(step, (theta, state, cache), segments)
         return nll, theta, state
+
+
+# Where the body's embedding table lies in the adapted parameters, by `params`.
+_EMBEDDING = {"all": ("body", "embed", "embedding"), "body": ("embed", "embedding")}
+
+
+def _pop(tree: dict, path: tuple):
+    """(tree[path], tree without it)."""
+    if len(path) == 1:
+        return tree[path[0]], {k: v for k, v in tree.items() if k != path[0]}
+    leaf, inner = _pop(tree[path[0]], path[1:])
+    return leaf, {**tree, path[0]: inner}
+
+
+def _put(tree: dict, path: tuple, leaf) -> dict:
+    if len(path) == 1:
+        return {**tree, path[0]: leaf}
+    return {**tree, path[0]: _put(tree[path[0]], path[1:], leaf)}
