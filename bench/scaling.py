@@ -75,22 +75,21 @@ def main(argv=None) -> dict:
     if 1 not in counts:
         counts.insert(0, 1)  # the base of the efficiencies
     rows = []
-    base = throughput(config, "data", 1, values.steps, values.warmup)
-    for layout in values.layouts:
-        for n in counts:
-            row = base if n == 1 else throughput(config, layout, n, values.steps, values.warmup)
-            rows.append({**row, "layout": layout,
-                         "efficiency": row["tokens_per_s_per_device"] / base["tokens_per_s_per_device"]})
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
               "device_count": available, "batch_per_device": config.train.batch_size,
               "seq_len": config.data.seq_len, "skipped_counts": skipped, "rows": rows}
     print(f"{report['device']} x {available}, jax {report['jax']}, {config.train.batch_size} rows of "
           f"{config.data.seq_len} per device" + (f"; skipped counts {skipped} (too few devices)" if skipped else ""))
-    print("layout | devices | step ms | tokens/s | per device | efficiency")
-    for r in rows:
-        print(f"{r['layout']} | {r['devices']} | {r['step_ms']:.2f} | {r['tokens_per_s']:,.0f} | "
-              f"{r['tokens_per_s_per_device']:,.0f} | {r['efficiency']:.1%}")
-    write_json(report, values.json)
+    print("layout | devices | step ms | tokens/s | per device | efficiency", flush=True)
+    base = throughput(config, "data", 1, values.steps, values.warmup)
+    for layout in values.layouts:
+        for n in counts:
+            row = base if n == 1 else throughput(config, layout, n, values.steps, values.warmup)
+            r = {**row, "layout": layout, "efficiency": row["tokens_per_s_per_device"] / base["tokens_per_s_per_device"]}
+            rows.append(r)  # printed and written as it comes, so a cut run keeps what it measured
+            print(f"{r['layout']} | {r['devices']} | {r['step_ms']:.2f} | {r['tokens_per_s']:,.0f} | "
+                  f"{r['tokens_per_s_per_device']:,.0f} | {r['efficiency']:.1%}", flush=True)
+            write_json(report, values.json)
     return report
 
 
