@@ -101,7 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.study = ml_collections.ConfigDict()  # study.py (docs/RESULTS.md)
     c.study.sgd_sweep = "1e-2,3e-2,1e-1,3e-1"  # dynamic SGD learning rates tried on validation
-    c.study.rms_sweep = "1e-5,3e-5,1e-4,3e-4"  # dynamic RMS learning rates tried on validation
+    c.study.rms_sweep = "3e-6,1e-5,3e-5,1e-4,3e-4"  # dynamic RMS learning rates tried on validation
     c.study.rms_decay = 0.01  # dynamic RMS: decay toward the trained parameters
     c.study.step_size_sweep = "1e-3,1e-2,1e-1"  # fwl_test_time step sizes tried on validation
 

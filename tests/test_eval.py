@@ -361,3 +361,39 @@ def test_dynamic_matches_its_definition(fwl_enabled, part, rule):
     still = dynamic_scores(model, params, split, DynamicSettings(L // 2, lr=0.0, params=part))
     assert np.abs(scores.nll - still.nll).max() > 1e-2, "the steps must change the scores"
     np.testing.assert_allclose(scores.nll, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_mean_squared_gradients_are_per_segment():
+    """Each row gives the squared gradient of one segment's mean loss (row r: segment r mod
+    T/S); a row with no weight in its segment is not counted."""
+    from fwl_jax.eval.dynamic import mean_squared_gradients
+    model, params = make_model(fwl_enabled=False)
+    rng = np.random.default_rng(0)
+    rows, seg = 3, L // 2
+    batch = {"inputs": rng.integers(4, 50, (rows, L)).astype(np.int32),
+             "targets": rng.integers(4, 50, (rows, L)).astype(np.int32),
+             "weights": np.ones((rows, L), np.int32), "segment_ids": np.ones((rows, L), np.int32),
+             "positions": np.tile(np.arange(L, dtype=np.int32), (rows, 1))}
+    batch["weights"][2, L // 2:] = 0  # row 2 takes segment 0: counted; row 1 (segment 1) is cut below
+    other = {k: v.copy() for k, v in batch.items()}
+    other["weights"][1, L // 2:] = 0  # row 1's segment (1) is empty: skipped
+    got = mean_squared_gradients(model, params, "head", [batch, other], segment_len=seg)
+    squares, count = None, 0
+    for b in (batch, other):
+        for r in range(rows):
+            start = (r % 2) * seg
+            w = np.zeros(L, np.float32)
+            w[start:start + seg] = b["weights"][r, start:start + seg]
+            if not w.sum():
+                continue
+
+            def loss(head, r=r, w=w, b=b):
+                ce, _ = model.apply({"params": {**params, "head": head}}, jnp.asarray(b["inputs"][r:r + 1]),
+                                    targets=jnp.asarray(b["targets"][r:r + 1]), weights=jnp.asarray(w[None]),
+                                    method=TransformerLM.token_nll)
+                return jnp.sum(ce[0] * w) / w.sum()
+            sq = jax.tree.map(jnp.square, jax.grad(loss)(params["head"]))
+            squares = sq if squares is None else jax.tree.map(jnp.add, squares, sq)
+            count += 1
+    assert count == 5
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b / count, rtol=2e-4, atol=1e-9), got, squares)

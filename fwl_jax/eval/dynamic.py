@@ -120,29 +120,52 @@ def sgd_update(theta, grad, *, lr: float):
     return jax.tree.map(lambda t, g: t - lr * g, theta, grad)
 
 
-def mean_squared_gradients(model: TransformerLM, params: dict, part: str, batches) -> dict:
-    """Per-parameter mean of the squared gradient of the mean token loss over `batches`
-    (dicts of [B, T] arrays, e.g. packed training rows), for the `rms` rule."""
+def mean_squared_gradients(model: TransformerLM, params: dict, part: str, batches,
+                           segment_len: int | None = None) -> dict:
+    """Per-parameter mean of the squared gradient of one segment's mean token loss, for the
+    `rms` rule: the gradients have the scale of dynamic evaluation's updates. Each row of
+    `batches` (dicts of [B, T] arrays, e.g. packed training rows) gives one segment of
+    `segment_len` tokens (default T; row r takes segment r mod T/segment_len), scored with the
+    row's earlier tokens as context; rows without a token in their segment are skipped.
+    (Squared gradients of whole-batch means are smaller by about the batch's token count over
+    the segment's, and made the RMS steps diverge.)"""
     selected, rest = split_params(params, part)
 
     @jax.jit
     def squared(selected, batch):
-        def loss(selected):
-            weights = batch["weights"].astype(jnp.float32)
-            ce, _ = model.apply({"params": merge_params(selected, rest, part)},
-                                batch["inputs"], targets=batch["targets"], weights=weights,
-                                segment_ids=batch["segment_ids"], positions=batch["positions"],
-                                method=TransformerLM.token_nll)
-            return jnp.sum(ce * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-        return jax.tree.map(jnp.square, jax.grad(loss)(selected))
+        length = batch["inputs"].shape[1]
+        segment = segment_len or length
+        if length % segment:
+            raise ValueError(f"segment_len {segment} must divide the rows' length {length}")
 
-    total, count = None, 0
+        def row_squares(row, index):
+            start = (index % (length // segment)) * segment
+            inside = (jnp.arange(length) >= start) & (jnp.arange(length) < start + segment)
+            weights = row["weights"].astype(jnp.float32) * inside
+
+            def loss(selected):
+                ce, _ = model.apply({"params": merge_params(selected, rest, part)},
+                                    row["inputs"][None], targets=row["targets"][None], weights=weights[None],
+                                    segment_ids=row["segment_ids"][None], positions=row["positions"][None],
+                                    method=TransformerLM.token_nll)
+                return jnp.sum(ce[0] * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+            used = (jnp.sum(weights) > 0).astype(jnp.float32)
+            return jax.tree.map(lambda g: used * jnp.square(g), jax.grad(loss)(selected)), used
+
+        def add(total, inputs):
+            squares, used = row_squares(*inputs)
+            return jax.tree.map(jnp.add, total, (squares, used)), None
+        zeros = (jax.tree.map(jnp.zeros_like, selected), jnp.zeros((), jnp.float32))
+        (total, count), _ = jax.lax.scan(add, zeros, (batch, jnp.arange(batch["inputs"].shape[0])))
+        return total, count
+
+    total, count = None, 0.0
     for batch in batches:
-        sq = squared(selected, {k: jnp.asarray(batch[k]) for k in FIELDS})
+        sq, used = squared(selected, {k: jnp.asarray(batch[k]) for k in FIELDS})
         total = sq if total is None else jax.tree.map(jnp.add, total, sq)
-        count += 1
+        count += float(used)
     if not count:
-        raise ValueError("no training batches to measure gradients on")
+        raise ValueError("no training rows (with tokens) to measure gradients on")
     return jax.tree.map(lambda x: x / count, total)
 
 

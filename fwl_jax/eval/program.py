@@ -121,7 +121,8 @@ class _Evaluator:
                               process_count=jax.process_count())
         batches = (t.global_batch(next(rows)) for _ in range(e.ms_batches))
         with t.context():
-            return mean_squared_gradients(t.model, self.params, e.dynamic_params, batches)
+            return mean_squared_gradients(t.model, self.params, e.dynamic_params, batches,
+                                          segment_len=e.segment_len or self.config.data.seq_len)
 
     def settings(self, value: float | None) -> dict:
         e = self.config.eval
