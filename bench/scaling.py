@@ -4,12 +4,15 @@ efficiency), side by side in one run.
 
 For each device count n (`--devices`, those over the host's count are skipped) and each
 layout (`--layouts`: `data` = mesh (n, 1, 1), parameters replicated, gradients all-reduced;
-`fsdp` = mesh (1, n, 1), parameters and optimizer state sharded over the devices) the
-jit-compiled train step of `--config` runs on a global batch of n x `train.batch_size`
-random rows, timed over `--steps` after `--warmup`.
+`fsdp` = mesh (1, n, 1), parameters and optimizer state sharded over the devices;
+`fsdp_tp2` = mesh (1, n/2, 2), FSDP with tensor parallelism 2, for even n) the jit-compiled
+train step of `--config` runs on a global batch of n x `train.batch_size` random rows,
+timed over `--steps` after `--warmup`. Each row also gives the MFU (`flops_per_token` and
+the device's peak, where known) and the largest peak memory in use on one device (where the
+backend reports it: GPUs and TPUs).
 
 Usage: python bench/scaling.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
-           [--devices=1,2,4] [--layouts=data,fsdp] [--steps=10] [--warmup=2] [--json=PATH]
+           [--devices=1,2,4] [--layouts=data,fsdp,fsdp_tp2] [--steps=10] [--warmup=2] [--json=PATH]
 """
 
 import sys
@@ -19,16 +22,18 @@ import numpy as np
 from absl import flags
 
 from fwl_jax.cli import parse_config_flags
-from fwl_jax.models import make_mesh
+from fwl_jax.models import flops_per_token, make_mesh
 from fwl_jax.timing import mean_seconds, write_json
+from fwl_jax.train.metrics import peak_tflops
 from fwl_jax.train.step import Trainer
 
-LAYOUTS = {"data": lambda n: {"data": n, "fsdp": 1}, "fsdp": lambda n: {"data": 1, "fsdp": n}}
+LAYOUTS = {"data": lambda n: {"data": n, "fsdp": 1}, "fsdp": lambda n: {"data": 1, "fsdp": n},
+           "fsdp_tp2": lambda n: {"data": 1, "fsdp": n // 2, "tensor": 2}}
 
 
 def _extra(values):
     flags.DEFINE_list("devices", ["1", "2", "4"], "device counts", flag_values=values)
-    flags.DEFINE_list("layouts", list(LAYOUTS), "mesh layouts", flag_values=values)
+    flags.DEFINE_list("layouts", ["data", "fsdp"], f"mesh layouts, of {','.join(LAYOUTS)}", flag_values=values)
     flags.DEFINE_integer("steps", 10, "timed steps", flag_values=values)
     flags.DEFINE_integer("warmup", 2, "untimed steps (compilation)", flag_values=values)
     flags.DEFINE_string("json", None, "write the table here", flag_values=values)
@@ -58,8 +63,16 @@ def throughput(config, layout: str, n: int, steps: int, warmup: int) -> dict:
         return metrics["loss"]
     seconds = mean_seconds(train, steps, warmup)
     tokens = rows * config.data.seq_len
-    return {"layout": layout, "devices": n, "step_ms": 1e3 * seconds, "tokens_per_s": tokens / seconds,
-            "tokens_per_s_per_device": tokens / seconds / n}
+    row = {"layout": layout, "devices": n, "step_ms": 1e3 * seconds, "tokens_per_s": tokens / seconds,
+           "tokens_per_s_per_device": tokens / seconds / n}
+    peak = peak_tflops(config.log.peak_tflops)
+    if peak:
+        row["mfu"] = flops_per_token(trainer.model_config, config.data.seq_len) * row["tokens_per_s_per_device"] / (
+            peak * 1e12)
+    stats = [d.memory_stats() for d in mesh.devices.flat]
+    if all(s and "peak_bytes_in_use" in s for s in stats):
+        row["peak_gib_per_device"] = max(s["peak_bytes_in_use"] for s in stats) / 2**30
+    return row
 
 
 def main(argv=None) -> dict:
@@ -80,15 +93,19 @@ def main(argv=None) -> dict:
               "seq_len": config.data.seq_len, "skipped_counts": skipped, "rows": rows}
     print(f"{report['device']} x {available}, jax {report['jax']}, {config.train.batch_size} rows of "
           f"{config.data.seq_len} per device" + (f"; skipped counts {skipped} (too few devices)" if skipped else ""))
-    print("layout | devices | step ms | tokens/s | per device | efficiency", flush=True)
+    print("layout | devices | step ms | tokens/s | per device | efficiency | MFU | peak GiB/device", flush=True)
     base = throughput(config, "data", 1, values.steps, values.warmup)
     for layout in values.layouts:
         for n in counts:
+            if layout == "fsdp_tp2" and n % 2:
+                continue
             row = base if n == 1 else throughput(config, layout, n, values.steps, values.warmup)
             r = {**row, "layout": layout, "efficiency": row["tokens_per_s_per_device"] / base["tokens_per_s_per_device"]}
             rows.append(r)  # printed and written as it comes, so a cut run keeps what it measured
+            mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
+            memory = f"{r['peak_gib_per_device']:.1f}" if "peak_gib_per_device" in r else "-"
             print(f"{r['layout']} | {r['devices']} | {r['step_ms']:.2f} | {r['tokens_per_s']:,.0f} | "
-                  f"{r['tokens_per_s_per_device']:,.0f} | {r['efficiency']:.1%}", flush=True)
+                  f"{r['tokens_per_s_per_device']:,.0f} | {r['efficiency']:.1%} | {mfu} | {memory}", flush=True)
             write_json(report, values.json)
     return report
 

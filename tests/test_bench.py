@@ -3,6 +3,8 @@
 import importlib.util
 import pathlib
 
+import pytest
+
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
 
 
@@ -79,14 +81,18 @@ def test_attention_tiny():
         assert row["xla_ms"] > 0 and row["xla_max_diff"] == 0.0
 
 
-def test_scaling_tiny(tmp_path):
-    report = _load("scaling").main(["scaling.py", "--config=configs/tiny.py", "--steps=1", "--warmup=1",
-                                    "--devices=2,64", f"--json={tmp_path}/scaling.json"])
+def test_scaling_tiny(tmp_path, monkeypatch):
+    argv = ["scaling.py", "--config=configs/tiny.py", "--steps=1", "--warmup=1", "--devices=2,64",
+            "--layouts=data,fsdp,fsdp_tp2", "--config.log.peak_tflops=1", f"--json={tmp_path}/scaling.json"]
+    monkeypatch.setattr("sys.argv", argv)  # ml_collections finds --config.FIELD overrides in sys.argv
+    report = _load("scaling").main(argv)
     rows = {(r["layout"], r["devices"]): r for r in report["rows"]}
-    assert set(rows) == {("data", 1), ("data", 2), ("fsdp", 1), ("fsdp", 2)}
+    assert set(rows) == {("data", 1), ("data", 2), ("fsdp", 1), ("fsdp", 2), ("fsdp_tp2", 2)}
     assert report["skipped_counts"] == [64]  # more than the host has
     assert rows[("data", 1)]["efficiency"] == 1.0
     for r in rows.values():
         assert r["tokens_per_s_per_device"] * r["devices"] == r["tokens_per_s"]
         assert r["efficiency"] == r["tokens_per_s_per_device"] / rows[("data", 1)]["tokens_per_s_per_device"]
+        assert r["mfu"] > 0  # against the 1 TFLOP/s peak given
+    assert rows[("fsdp_tp2", 2)]["mfu"] / rows[("data", 1)]["mfu"] == pytest.approx(rows[("fsdp_tp2", 2)]["efficiency"])
     assert (tmp_path / "scaling.json").exists()

@@ -102,6 +102,25 @@ def test_meshes_give_the_same_curve(data_dir, tmp_path, mesh):
                                rtol=2e-5)
 
 
+def test_resume_on_another_mesh(data_dir, tmp_path):
+    """A checkpoint written sharded over 8 devices (FSDP 8) resumes on 4 (FSDP 2 x tensor 2)
+    and continues the same loss curve."""
+    import shutil
+    common = {"train.num_steps": 6, "eval.every_steps": 0, "checkpoint.every_steps": 3,
+              "checkpoint.async_save": False}
+    train_and_evaluate(tiny_config(data_dir, **common, **{"mesh.data": 1, "mesh.fsdp": 8}), tmp_path / "run")
+    reference = losses(tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "6")  # as if stopped after step 3's checkpoint
+    train_and_evaluate(tiny_config(data_dir, **common, **{"mesh.data": 1, "mesh.fsdp": 2, "mesh.tensor": 2}),
+                       tmp_path / "run", devices=jax.devices()[:4])
+    steps = [json.loads(line).get("step") for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps.count(4) == 2 and steps.count(3) == 1, "steps 4-6 ran again on the new mesh"
+    resumed = losses(tmp_path / "run")
+    np.testing.assert_allclose([resumed[s] for s in (4, 5, 6)], [reference[s] for s in (4, 5, 6)], rtol=2e-5)
+    assert Checkpoints(tmp_path / "run" / "checkpoints", keep=3).latest_step() == 6
+
+
 def test_two_processes_match_one(data_dir, tmp_path):
     overrides = {"data.data_dir": str(data_dir), "train.num_steps": 6,
                  "eval.every_steps": 3, "checkpoint.every_steps": 3, "log.progress_bar": False}
@@ -217,7 +236,7 @@ def test_gradient_accumulation_matches_one_batch(data_dir):
                  results[0][0], results[1][0])
 
 
-@pytest.mark.parametrize("name", ["tiny", "shakespeare_small", "books_base", "wt103"])
+@pytest.mark.parametrize("name", ["tiny", "shakespeare_small", "books_base", "wt103", "bench_ref", "bench_1b"])
 def test_shipped_configs_are_valid(name):
     import importlib
     from fwl_jax.train.config import check_train_config, model_config
