@@ -31,7 +31,11 @@ def write_json(report: dict, path: str | None) -> None:
 def op_profile(fn: Callable[[], object], top: int = 20) -> dict:
     """Where the time of ``fn()`` goes, op by op: runs it once under `jax.profiler.trace`
     (run it once before, so compilation is not traced) and sums the traced XLA ops' times by
-    their HLO name. Device ops (GPU kernels) when the trace has any, else the host's (CPU).
+    their HLO name. Device ops (GPU kernels) when the trace has any, else the host's (CPU);
+    an op that encloses others on its timeline (a while loop's event around its body's) is
+    left out, so every moment is counted once. This process's trace only (one host). With
+    GPU command buffers on, XLA runs many kernels as one graph whose ops the trace does not
+    name: set ``XLA_FLAGS=--xla_gpu_enable_command_buffer=`` to see them.
 
     Returns {"total_s": traced op time, "ops": the `top` ops as {"op", "module", "seconds",
     "share", "calls", and "long_name" (the HLO instruction) where the profiler gives it}}.
@@ -54,13 +58,17 @@ def op_profile(fn: Callable[[], object], top: int = 20) -> dict:
     device = [p for p in planes if p.name.startswith("/device:")]
     for plane in device or planes:
         for line in plane.lines:
+            events = []
             for event in line.events:
                 stats = dict(event.stats)
-                op = stats.get("hlo_op")
-                if not op or event.name.startswith("end:"):
-                    continue
-                key = (str(op), str(stats.get("hlo_module", "")))
-                seconds[key] += event.duration_ns * 1e-9
+                if stats.get("hlo_op") and not event.name.startswith("end:"):
+                    events.append((event.start_ns, -event.duration_ns, event.duration_ns, stats))
+            events.sort(key=lambda e: e[:2])
+            for i, (start, _, duration, stats) in enumerate(events):
+                if i + 1 < len(events) and events[i + 1][0] < start + duration:
+                    continue  # it encloses the next op: count the inner ones
+                key = (str(stats["hlo_op"]), str(stats.get("hlo_module", "")))
+                seconds[key] += duration * 1e-9
                 calls[key] += 1
                 if "long_name" in stats:
                     names[key] = str(stats["long_name"])[:300]
@@ -72,6 +80,10 @@ def op_profile(fn: Callable[[], object], top: int = 20) -> dict:
 
 
 def print_op_profile(profile: dict, title: str) -> None:
+    if not profile["ops"]:
+        print(f"{title}: the trace named no XLA ops (GPU command buffers hide them: "
+              "XLA_FLAGS=--xla_gpu_enable_command_buffer=)")
+        return
     print(f"{title}: {profile['total_s'] * 1e3:.1f} ms of traced {'device' if profile['device'] else 'host'} ops")
     print("share | ms | calls | op | HLO")
     for o in profile["ops"]:

@@ -298,7 +298,7 @@ def test_dynamic_modes_and_sweep_end_to_end(tmp_path):
                      tmp_path / "run", devices=devices)
 
 
-def reference_dynamic(model, params, split, settings, ms=None):
+def reference_dynamic(model, params, split, settings, ms=None, return_theta=False):
     """Dynamic evaluation by its definition, one document at a time in plain Python: each
     window starts an empty KV cache; each segment is scored with the current parameters and
     then they take one step on its mean loss; a document starts from the trained parameters
@@ -331,7 +331,7 @@ def reference_dynamic(model, params, split, settings, ms=None):
                 else:
                     theta = rms_update(theta, grad, theta0, ms, lr=settings.lr, decay=settings.decay,
                                        eps=settings.eps, rms_floor=settings.rms_floor)
-    return np.asarray(out)
+    return (np.asarray(out), theta) if return_theta else np.asarray(out)
 
 
 @pytest.mark.parametrize("fwl_enabled,part,rule", [(False, "all", "sgd"), (True, "all", "sgd"),
@@ -363,37 +363,61 @@ def test_dynamic_matches_its_definition(fwl_enabled, part, rule):
     np.testing.assert_allclose(scores.nll, reference, rtol=1e-4, atol=1e-5)
 
 
-def test_mean_squared_gradients_are_per_segment():
-    """Each row gives the squared gradient of one segment's mean loss (row r: segment r mod
-    T/S); a row with no weight in its segment is not counted."""
+@pytest.mark.parametrize("fwl_enabled", [False, True])
+def test_mean_squared_gradients_are_per_segment(fwl_enabled):
+    """The n-th row overall gives the squared gradient of segment n mod T/S's mean loss, the
+    whole row running through the model (with fast weights, all its tokens feed the state);
+    a row with no weight in its segment is not counted."""
     from fwl_jax.eval.dynamic import mean_squared_gradients
-    model, params = make_model(fwl_enabled=False)
+    model, params = make_model(fwl_enabled=fwl_enabled)
     rng = np.random.default_rng(0)
     rows, seg = 3, L // 2
     batch = {"inputs": rng.integers(4, 50, (rows, L)).astype(np.int32),
              "targets": rng.integers(4, 50, (rows, L)).astype(np.int32),
              "weights": np.ones((rows, L), np.int32), "segment_ids": np.ones((rows, L), np.int32),
              "positions": np.tile(np.arange(L, dtype=np.int32), (rows, 1))}
-    batch["weights"][2, L // 2:] = 0  # row 2 takes segment 0: counted; row 1 (segment 1) is cut below
+    batch["weights"][2, L - 2:] = 0  # row 2 takes segment 0: still counted
     other = {k: v.copy() for k, v in batch.items()}
-    other["weights"][1, L // 2:] = 0  # row 1's segment (1) is empty: skipped
+    other["weights"][0, L // 2:] = 0  # row 3 overall takes segment 1, now empty: skipped
     got = mean_squared_gradients(model, params, "head", [batch, other], segment_len=seg)
     squares, count = None, 0
-    for b in (batch, other):
+    for b_index, b in enumerate((batch, other)):
         for r in range(rows):
-            start = (r % 2) * seg
-            w = np.zeros(L, np.float32)
-            w[start:start + seg] = b["weights"][r, start:start + seg]
-            if not w.sum():
+            start = ((b_index * rows + r) % 2) * seg
+            w = b["weights"][r].astype(np.float32)
+            in_loss = np.zeros(L, np.float32)
+            in_loss[start:start + seg] = w[start:start + seg]
+            if not in_loss.sum():
                 continue
 
-            def loss(head, r=r, w=w, b=b):
+            def loss(head, r=r, w=w, in_loss=in_loss, b=b):
                 ce, _ = model.apply({"params": {**params, "head": head}}, jnp.asarray(b["inputs"][r:r + 1]),
                                     targets=jnp.asarray(b["targets"][r:r + 1]), weights=jnp.asarray(w[None]),
                                     method=TransformerLM.token_nll)
-                return jnp.sum(ce[0] * w) / w.sum()
+                return jnp.sum(ce[0] * in_loss) / in_loss.sum()
             sq = jax.tree.map(jnp.square, jax.grad(loss)(params["head"]))
             squares = sq if squares is None else jax.tree.map(jnp.add, squares, sq)
             count += 1
     assert count == 5
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b / count, rtol=2e-4, atol=1e-9), got, squares)
+
+
+def test_sparse_embedding_step_equals_the_dense_one():
+    """SGD on the body: the embedding rows of a segment's tokens (repeated ones, and a segment
+    half padding) move exactly as the dense gradient step moves them, and no other row moves."""
+    from fwl_jax.eval.dynamic import DynamicScorer, DynamicSettings
+    model, params = make_model(fwl_enabled=False)
+    split = TokenizedSplit(np.array([5, 5, 5, 9, 9], np.uint16), np.array([0, 5], np.int64), ("d",))
+    settings = DynamicSettings(L // 2, lr=0.5, params="body")
+    scorer = DynamicScorer(model, make_mesh(devices=jax.devices()[:1]), settings)
+    inputs, targets = doc_pairs(split, 0)  # 6 tokens: segments [BOS 5 5 5] and [9 9 pad pad]
+    n = len(inputs)
+    pad = lambda a: np.pad(np.asarray(a), (0, L - n))[None].astype(np.int32)  # noqa: E731
+    batch = {"inputs": pad(inputs), "targets": pad(targets), "weights": pad(np.ones(n)),
+             "segment_ids": pad(np.ones(n)), "positions": pad(np.arange(n)), "window_index": np.zeros(1, np.int32)}
+    _, (lanes, _) = scorer.score(params, batch, scorer.initial(params, 1), np.zeros(1, np.float32))
+    _, theta = reference_dynamic(model, params, split, settings, return_theta=True)
+    table = np.asarray(lanes["embed"]["embedding"][0])
+    np.testing.assert_allclose(table, theta["embed"]["embedding"], rtol=1e-5, atol=1e-7)
+    moved = np.flatnonzero(np.abs(table - np.asarray(params["body"]["embed"]["embedding"])).sum(axis=1) > 0)
+    assert set(moved) == {BOS_ID, 5, 9}

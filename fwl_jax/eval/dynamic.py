@@ -125,14 +125,15 @@ def mean_squared_gradients(model: TransformerLM, params: dict, part: str, batche
     """Per-parameter mean of the squared gradient of one segment's mean token loss, for the
     `rms` rule: the gradients have the scale of dynamic evaluation's updates. Each row of
     `batches` (dicts of [B, T] arrays, e.g. packed training rows) gives one segment of
-    `segment_len` tokens (default T; row r takes segment r mod T/segment_len), scored with the
-    row's earlier tokens as context; rows without a token in their segment are skipped.
-    (Squared gradients of whole-batch means are smaller by about the batch's token count over
-    the segment's, and made the RMS steps diverge.)"""
+    `segment_len` tokens (default T), the n-th row overall taking segment n mod T/segment_len;
+    the whole row runs through the model (its earlier tokens are the segment's context, and
+    feed the fast weights as in evaluation) and only the segment's tokens enter the loss. Rows
+    without a token in their segment are skipped. (Squared gradients of whole-batch means are
+    smaller by about the batch's token count over the segment's, and made the RMS steps diverge.)"""
     selected, rest = split_params(params, part)
 
     @jax.jit
-    def squared(selected, batch):
+    def squared(selected, batch, first_row):
         length = batch["inputs"].shape[1]
         segment = segment_len or length
         if length % segment:
@@ -141,27 +142,30 @@ def mean_squared_gradients(model: TransformerLM, params: dict, part: str, batche
         def row_squares(row, index):
             start = (index % (length // segment)) * segment
             inside = (jnp.arange(length) >= start) & (jnp.arange(length) < start + segment)
-            weights = row["weights"].astype(jnp.float32) * inside
+            weights = row["weights"].astype(jnp.float32)
+            in_loss = weights * inside
 
             def loss(selected):
                 ce, _ = model.apply({"params": merge_params(selected, rest, part)},
                                     row["inputs"][None], targets=row["targets"][None], weights=weights[None],
                                     segment_ids=row["segment_ids"][None], positions=row["positions"][None],
                                     method=TransformerLM.token_nll)
-                return jnp.sum(ce[0] * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-            used = (jnp.sum(weights) > 0).astype(jnp.float32)
+                return jnp.sum(ce[0] * in_loss) / jnp.maximum(jnp.sum(in_loss), 1.0)
+            used = (jnp.sum(in_loss) > 0).astype(jnp.float32)
             return jax.tree.map(lambda g: used * jnp.square(g), jax.grad(loss)(selected)), used
 
         def add(total, inputs):
             squares, used = row_squares(*inputs)
             return jax.tree.map(jnp.add, total, (squares, used)), None
         zeros = (jax.tree.map(jnp.zeros_like, selected), jnp.zeros((), jnp.float32))
-        (total, count), _ = jax.lax.scan(add, zeros, (batch, jnp.arange(batch["inputs"].shape[0])))
+        rows = batch["inputs"].shape[0]
+        (total, count), _ = jax.lax.scan(add, zeros, (batch, first_row + jnp.arange(rows)))
         return total, count
 
-    total, count = None, 0.0
+    total, count, first_row = None, 0.0, 0
     for batch in batches:
-        sq, used = squared(selected, {k: jnp.asarray(batch[k]) for k in FIELDS})
+        sq, used = squared(selected, {k: jnp.asarray(batch[k]) for k in FIELDS}, first_row)
+        first_row += batch["inputs"].shape[0]
         total = sq if total is None else jax.tree.map(jnp.add, total, sq)
         count += float(used)
     if not count:
