@@ -1,11 +1,14 @@
 """Every method of `causal_linear_attention`, forward and forward + backward, over a grid
 of shapes: time, achieved TFLOP/s (FLOPs as `attention_flops` counts them for the method)
-and what `auto` picked, with auto's time over the best method's.
+and what `auto` picked (method, combine and chunk size), with auto's time over the best's.
 
+The chunked method runs at each of `--chunk_sizes` with both combines (rows named
+`chunked/associative/C`); `auto`'s pick is timed too if it is not among them.
 Also times one bf16 `--matmul_size`^3 matmul, the rate the methods are compared with.
 
 Usage: python bench/linear_attention.py [--grid=B,T,Dk,Dv;...] [--dtype=bfloat16]
-           [--steps=10] [--max_gib=40] [--matmul_size=8192] [--json=PATH]
+           [--chunk_sizes=64,128,256,512,1024] [--steps=10] [--max_gib=40]
+           [--matmul_size=8192] [--json=PATH]
 """
 
 import argparse
@@ -16,14 +19,24 @@ import jax.numpy as jnp
 from fwl_jax.ops.linear_attention import (
     attention_flops,
     causal_linear_attention,
-    choose_method,
     estimate_cost,
+    resolve,
 )
 from fwl_jax.timing import mean_seconds, write_json
 
 DEFAULT_GRID = "16,1024,768,3072;16,1024,3072,768;16,1024,1,4609;2,8192,768,3072;16,4096,64,64"
-OPTIONS = (("quadratic", "auto"), ("chunked", "associative"), ("chunked", "scan"),
-           ("recurrent", "auto"))
+METHODS = (("quadratic", "associative"), ("chunked", "associative"), ("chunked", "scan"),
+           ("recurrent", "associative"))
+
+
+def _name(method: str, combine: str, chunk: int) -> str:
+    return f"chunked/{combine}/{chunk}" if method == "chunked" else method
+
+
+def options(length: int, chunk_sizes) -> list:
+    """(method, combine, chunk) rows: every chunk size for chunked, one row for the others."""
+    return [(m, comb, c) for m, comb in METHODS for c in (chunk_sizes if m == "chunked" else (0,))
+            if m != "chunked" or c <= length]
 
 
 def _callables(method: str, combine: str, chunk: int):
@@ -36,21 +49,25 @@ def _callables(method: str, combine: str, chunk: int):
     return jax.jit(forward), jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
 
 
-def bench_shape(b, t, dk, dv, dtype, steps: int, chunk: int, max_gib: float) -> dict:
+def bench_shape(b, t, dk, dv, dtype, steps: int, chunk_sizes, max_gib: float) -> dict:
     keys = jax.random.split(jax.random.key(0), 3)
     q = jax.random.normal(keys[0], (b, t, dk), dtype) / dk ** 0.5
     k = jax.random.normal(keys[1], (b, t, dk), dtype)
     v = jax.random.normal(keys[2], (b, t, dv), dtype)
-    picked = choose_method(b, t, dk, dv, chunk)
+    picked = resolve(b, t, dk, dv)
+    picked = picked if picked[0] == "chunked" else (picked[0], "associative", 0)
+    todo = options(t, chunk_sizes)
+    if picked not in todo:
+        todo.append(picked)
     rows, skipped = {}, {}
-    for method, combine in OPTIONS:
-        name = method if method != "chunked" else f"chunked/{combine}"
-        memory = estimate_cost(method, b, t, dk, dv, chunk, combine).memory_bytes
+    for method, combine, chunk in todo:
+        name = _name(method, combine, chunk)
+        memory = estimate_cost(method, b, t, dk, dv, chunk or 1, combine).memory_bytes
         if 3 * memory > max_gib * 2**30:  # the backward keeps about twice the forward's
             skipped[name] = f"needs about {3 * memory / 2**30:.0f} GiB"
             continue
-        forward, backward = _callables(method, combine, chunk)
-        flops = attention_flops(method, b, t, dk, dv, chunk, initial_state=False,
+        forward, backward = _callables(method, combine, chunk or 1)
+        flops = attention_flops(method, b, t, dk, dv, chunk or 1, initial_state=False,
                                 final_state=False)
         try:
             fwd = mean_seconds(lambda: forward(q, k, v), steps)
@@ -60,7 +77,7 @@ def bench_shape(b, t, dk, dv, dtype, steps: int, chunk: int, max_gib: float) -> 
             continue
         rows[name] = {"forward_ms": 1e3 * fwd, "forward_tflops": flops / fwd / 1e12,
                       "train_ms": 1e3 * bwd, "train_tflops": 3 * flops / bwd / 1e12}
-    auto = picked[0] if picked[0] != "chunked" else f"chunked/{picked[1]}"
+    auto = _name(*picked)
     best = min(rows, key=lambda n: rows[n]["train_ms"])
     return {"shape": [b, t, dk, dv], "auto": auto, "best": best, "methods": rows, "skipped": skipped,
             "auto_vs_best": (rows[auto]["train_ms"] / rows[best]["train_ms"]
@@ -79,17 +96,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--grid", default=DEFAULT_GRID)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--chunk_size", type=int, default=64)
+    parser.add_argument("--chunk_sizes", default="64,128,256,512,1024",
+                        help="chunk sizes of the chunked rows")
     parser.add_argument("--max_gib", type=float, default=40.0,
                         help="skip a method whose estimated memory is above this")
     parser.add_argument("--matmul_size", type=int, default=8192, help="n of the reference matmul")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     shapes = [tuple(int(x) for x in s.split(",")) for s in args.grid.split(";") if s]
+    chunk_sizes = [int(c) for c in args.chunk_sizes.split(",") if c]
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
               "dtype": args.dtype, "matmul_tflops": matmul_tflops(args.matmul_size, jnp.dtype(args.dtype), args.steps),
               "shapes": [
-                  bench_shape(*shape, jnp.dtype(args.dtype), args.steps, args.chunk_size,
+                  bench_shape(*shape, jnp.dtype(args.dtype), args.steps, chunk_sizes,
                               args.max_gib) for shape in shapes]}
     print(f"{report['device']}, jax {report['jax']}, {args.dtype}; {args.matmul_size}^3 matmul: "
           f"{report['matmul_tflops']:.0f} TFLOP/s")
@@ -101,6 +120,8 @@ def main(argv=None) -> dict:
                   f"{r['forward_tflops']:.1f} | {r['train_ms']:.3f} | {r['train_tflops']:.1f} | {mark}")
         for name, why in entry["skipped"].items():
             print(f"{','.join(map(str, entry['shape']))} | {name} | skipped: {why}")
+        print(f"{','.join(map(str, entry['shape']))} | auto ({entry['auto']}) / best ({entry['best']}): "
+              f"{entry['auto_vs_best']:.2f}")
     write_json(report, args.json)
     return report
 

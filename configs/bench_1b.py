@@ -12,6 +12,8 @@ def get_config():
     c.model.num_heads = 16  # head dim 128
     c.model.mlp_dim = 8192  # 4 d
     c.train.batch_size = 8  # per GPU
+    c.model.remat = "dots_saveable"  # a 1.17B model: recompute to keep activations small
+    c.model.scan_layers = True  # one compiled block; FSDP gathers pipelined across layers
     c.mesh.data = 1  # FSDP over every GPU
     c.mesh.fsdp = -1
     return c

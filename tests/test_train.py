@@ -269,3 +269,30 @@ def test_corrupt_checkpoint_is_a_clear_error_and_kept(data_dir, tmp_path):
     with pytest.raises(CheckpointError, match=r"checkpoints/2 cannot be restored.*move that folder"):
         train_and_evaluate(config, tmp_path)
     assert all(p.exists() for p in damaged), "nothing of the user's checkpoint is deleted"
+
+
+def test_xla_flags_are_added_without_overriding_the_users(monkeypatch):
+    from fwl_jax.train.distributed import OVERLAP_FLAGS, add_xla_flags
+    user = ["--xla_force_host_platform_device_count=8", "--xla_gpu_enable_pipelined_all_gather=false"]
+    monkeypatch.setenv("XLA_FLAGS", " ".join(user))
+    value = add_xla_flags()
+    parts = value.split()
+    assert parts[:2] == user and "--xla_gpu_enable_pipelined_all_gather=true" not in parts
+    assert parts[2:] == list(OVERLAP_FLAGS[1:])
+    assert add_xla_flags() == value  # added once
+    monkeypatch.delenv("XLA_FLAGS")
+    assert add_xla_flags().split() == list(OVERLAP_FLAGS)
+
+
+def test_xla_flags_are_known_to_this_jax():
+    """XLA aborts a process whose XLA_FLAGS names a flag it does not know: the flags training
+    sets must still exist after a JAX upgrade."""
+    from fwl_jax.train.distributed import OVERLAP_FLAGS
+    env = {**os.environ, "XLA_FLAGS": " ".join(OVERLAP_FLAGS), "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", "import jax.numpy as jnp; print(float(jnp.ones(3).sum()))"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "3.0", result.stderr[-2000:]
+    env["XLA_FLAGS"] = "--xla_gpu_no_such_flag=true"  # the test can fail
+    bad = subprocess.run([sys.executable, "-c", "import jax.numpy as jnp; jnp.ones(3).sum()"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0

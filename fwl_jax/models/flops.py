@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from fwl_jax.models.config import ModelConfig
 from fwl_jax.models.transformer import TransformerLM
 from fwl_jax.ops import fwl as fwl_ops
-from fwl_jax.ops.linear_attention import attention_flops, choose_method
+from fwl_jax.ops.linear_attention import attention_flops, resolve
 
 
 def param_count(config: ModelConfig) -> int:
@@ -62,10 +62,8 @@ def flop_breakdown(config: ModelConfig, seq_len: int, batch_size: int = 1) -> di
 
 
 def _attention_flops(batch, length, dk, dv, fc):
-    method = fc.attention_method
-    if method == "auto":
-        method = choose_method(batch, length, dk, dv, fc.chunk_size)[0]
-    return attention_flops(method, batch, length, dk, dv, fc.chunk_size, initial_state=False, final_state=False)
+    method, _, chunk = resolve(batch, length, dk, dv, fc.attention_method, fc.chunk_size)
+    return attention_flops(method, batch, length, dk, dv, chunk or 1, initial_state=False, final_state=False)
 
 
 def flops_per_token(config: ModelConfig, seq_len: int, training: bool = True, batch_size: int = 1) -> float:

@@ -57,7 +57,7 @@ class FWLConfig:
     step_size_init: float = 0.01  # initial value of every learned step size (eta)
     meta_gradient: str = "full"  # "full" (second order) or "first_order" (update held constant)
     attention_method: str = "auto"  # causal_linear_attention method
-    chunk_size: int = 64  # tokens per chunk for the chunked attention method
+    chunk_size: int = 0  # tokens per chunk for the chunked attention method (0: chosen with it)
     ln_eps: float = 1e-6  # LayerNorm epsilon: (z - mean) / sqrt(var + ln_eps)
     fast_update: tuple[str, ...] = FAST_TENSORS  # tensors that take the per-position step
     inner_loss_normalization: str = "sum"  # "sum" (scaled) or "prefix_mean"
@@ -65,12 +65,14 @@ class FWLConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "fast_update", tuple(self.fast_update))
-        for name in ("size", "vocab_size", "hidden_mult", "chunk_size"):
+        for name in ("size", "vocab_size", "hidden_mult"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"FWLConfig.{name} must be a positive int, got {value!r}")
-        if not isinstance(self.unembed_chunk, int) or self.unembed_chunk < 0:
-            raise ValueError(f"FWLConfig.unembed_chunk must be an int >= 0, got {self.unembed_chunk!r}")
+        for name in ("chunk_size", "unembed_chunk"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"FWLConfig.{name} must be an int >= 0, got {value!r}")
         for name in ("inner_loss_scale", "step_size_init", "ln_eps"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:

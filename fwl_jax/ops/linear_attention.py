@@ -35,9 +35,12 @@ Methods (all exact; they differ only in cost):
     pass. Used when the N states would not fit the memory budget (long sequences with
     large Dk*Dv, as in long-document evaluation).
 
-  ``chunk_combine="auto"`` picks between them with :func:`estimate_cost`.
+  ``chunk_combine="auto"`` picks between them, and ``chunk_size=0`` picks C, with
+  :func:`estimate_cost`. Large states favour large chunks (fewer states to move, and the
+  work becomes large matmuls): at T=8192, Dk=768, Dv=3072 chunks of 512 run 2.5x faster
+  than the quadratic form and 3.5x faster than chunks of 64 on an H200.
 * ``recurrent``: a ``jax.lax.scan`` over tokens; the reference and the decoder's form.
-* ``auto``: the cheapest of the above by :func:`estimate_cost`.
+* ``auto``: the cheapest of the above (and its chunk size) by :func:`estimate_cost`.
 
 Inputs may be bfloat16; every product is accumulated and every state is kept in at least
 float32 (float64 inputs stay float64). ``out`` and ``final_state`` are returned in that
@@ -55,11 +58,16 @@ import jax.numpy as jnp
 METHODS = ("quadratic", "chunked", "recurrent", "auto")
 CHUNK_COMBINES = ("associative", "scan", "auto")
 
-# Rough figures of a current accelerator (H100-class) used only to rank methods against
-# each other; the ranking, not the absolute time, is what matters.
-_FLOP_RATE = 4e14  # achievable matmul FLOP/s
-_BYTE_RATE = 2e12  # achievable memory bytes/s
+# Rates of a current accelerator, used only to rank methods against each other. Fitted to
+# the forward times of every method at chunks of 64 to 512 over bench/linear_attention.py's
+# grid on an H200 (docs/PERFORMANCE.md): with them the top-ranked option of each measured
+# shape is within 2% of the fastest (tests/test_linear_attention.py checks it on the data).
+_FLOP_RATE = 6e14  # achievable matmul FLOP/s
+_BYTE_RATE = 4e12  # achievable memory bytes/s
 _STEP_LATENCY = 2e-5  # seconds per sequential step of a lax.scan (kernel launches)
+_ASSOCIATIVE_PASSES = 5  # times the associative scan's programme moves all N chunk states
+_SCAN_PASSES = 8  # times the sequential chunk scan moves a state per chunk
+CHUNK_SIZES = (32, 64, 128, 256, 512, 1024)  # what chunk_size=0 ("auto") chooses from
 MEMORY_BUDGET_BYTES = 2 * 2**30  # temporaries above this rule a method out when another fits
 
 
@@ -119,8 +127,9 @@ def estimate_cost(method: str, batch: int, length: int, dk: int, dv: int, chunk_
 
     FLOPs from :func:`attention_flops` (initial and final state included). Bytes: inputs and
     outputs; for quadratic the [B, T, T] scores written and read; for chunked the [B, N, C, C]
-    intra-chunk scores and the N chunk states (``log2 N`` passes for the associative scan);
-    for recurrent a [B, Dk, Dv] state read and written at every token. Steps: sequential
+    intra-chunk scores and the N chunk states (moved ``_ASSOCIATIVE_PASSES`` times by the
+    associative scan, ``_SCAN_PASSES`` times by the sequential one, as fitted to measured
+    times); for recurrent a [B, Dk, Dv] state read and written at every token. Steps: sequential
     kernel launches (1; ``2 log2 N + 1`` scan levels; N chunks; T tokens).
     """
     b, t, c = batch, length, chunk_size
@@ -134,9 +143,9 @@ def estimate_cost(method: str, batch: int, length: int, dk: int, dv: int, chunk_
         intra = 3 * 4.0 * b * n * c * c
         if chunk_combine == "associative":
             levels = max(1, math.ceil(math.log2(n))) if n > 1 else 1
-            return Cost(flops, io + intra + (3 + 2 * levels) * n * state, 2 * levels + 1, 3 * n * state)
+            return Cost(flops, io + intra + _ASSOCIATIVE_PASSES * n * state, 2 * levels + 1, 3 * n * state)
         if chunk_combine == "scan":
-            return Cost(flops, io + intra + 3 * n * state, n, 3 * state + 4.0 * b * c * c)
+            return Cost(flops, io + intra + _SCAN_PASSES * n * state, n, 3 * state + 4.0 * b * c * c)
         raise ValueError(f"chunk_combine must be one of {CHUNK_COMBINES[:2]}, got {chunk_combine!r}")
     return Cost(flops, io + 3 * t * state, t, 2 * state)
 
@@ -145,17 +154,41 @@ ALL_OPTIONS = (("quadratic", "associative"), ("chunked", "associative"), ("chunk
                ("recurrent", "associative"))
 
 
-def choose_method(batch: int, length: int, dk: int, dv: int, chunk_size: int,
-                  options=ALL_OPTIONS) -> tuple[str, str]:
-    """The cheapest ``(method, chunk_combine)`` of ``options`` whose temporaries fit
-    ``MEMORY_BUDGET_BYTES``; if none fits, the one with the least memory.
-    ``chunk_combine`` is only meaningful for ``chunked``.
+def chunk_sizes(length: int, chunk_size: int = 0) -> tuple[int, ...]:
+    """The chunk sizes ``chunk_size`` stands for: itself, or for 0 ("auto") those of
+    ``CHUNK_SIZES`` below ``length`` (the smallest if none is)."""
+    if chunk_size:
+        return (chunk_size,)
+    return tuple(c for c in CHUNK_SIZES if c < length) or CHUNK_SIZES[:1]
+
+
+def choose_method(batch: int, length: int, dk: int, dv: int, chunk_size: int = 0,
+                  options=ALL_OPTIONS) -> tuple[str, str, int]:
+    """The cheapest ``(method, chunk_combine, chunk_size)`` of ``options`` whose temporaries
+    fit ``MEMORY_BUDGET_BYTES``; if none fits, the one with the least memory.
+
+    ``chunk_size`` 0 lets the chunked method take each of :func:`chunk_sizes`; ``chunk_combine``
+    and the returned chunk size only matter for ``chunked``.
     """
-    costs = {o: estimate_cost(o[0], batch, length, dk, dv, chunk_size, o[1]) for o in options}
-    fitting = [o for o in options if costs[o].memory_bytes <= MEMORY_BUDGET_BYTES]
+    candidates = [(m, comb, c) for m, comb in options
+                  for c in (chunk_sizes(length, chunk_size) if m == "chunked" else (chunk_size,))]
+    costs = {o: estimate_cost(o[0], batch, length, dk, dv, o[2] or CHUNK_SIZES[0], o[1]) for o in candidates}
+    fitting = [o for o in candidates if costs[o].memory_bytes <= MEMORY_BUDGET_BYTES]
     if not fitting:
-        return min(options, key=lambda o: costs[o].memory_bytes)
+        return min(candidates, key=lambda o: costs[o].memory_bytes)
     return min(fitting, key=lambda o: costs[o].seconds)
+
+
+def resolve(batch: int, length: int, dk: int, dv: int, method: str = "auto", chunk_size: int = 0,
+            chunk_combine: str = "auto") -> tuple[str, str, int]:
+    """What :func:`causal_linear_attention` runs for these arguments: ``(method,
+    chunk_combine, chunk_size)`` with every "auto" (and a chunk size of 0) decided."""
+    if method == "auto":
+        return choose_method(batch, length, dk, dv, chunk_size)
+    if method == "chunked":
+        combines = CHUNK_COMBINES[:2] if chunk_combine == "auto" else (chunk_combine,)
+        return choose_method(batch, length, dk, dv, chunk_size, [("chunked", c) for c in combines])
+    return method, chunk_combine, chunk_size
 
 
 def _check_inputs(q, k, v, segment_ids, initial_state, method, chunk_size, chunk_combine):
@@ -183,14 +216,14 @@ def _check_inputs(q, k, v, segment_ids, initial_state, method, chunk_size, chunk
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if chunk_combine not in CHUNK_COMBINES:
         raise ValueError(f"chunk_combine must be one of {CHUNK_COMBINES}, got {chunk_combine!r}")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if not isinstance(chunk_size, int) or chunk_size < 0:
+        raise ValueError(f"chunk_size must be an int >= 0 (0: chosen with the method), got {chunk_size!r}")
 
 
 def causal_linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
                             segment_ids: jax.Array | None = None,
                             initial_state: jax.Array | None = None,
-                            method: str = "auto", chunk_size: int = 64,
+                            method: str = "auto", chunk_size: int = 0,
                             chunk_combine: str = "auto") -> tuple[jax.Array, jax.Array]:
     """Strictly causal linear attention (see the module docstring for the exact semantics).
 
@@ -200,7 +233,8 @@ def causal_linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
       segment_ids: [B, T] int, or None for one segment per row.
       initial_state: [B, Dk, Dv] carried state of the row's first segment, or None (zero).
       method: "quadratic", "chunked", "recurrent" or "auto".
-      chunk_size: C, tokens per chunk for "chunked"; T need not be a multiple of it.
+      chunk_size: C, tokens per chunk for "chunked"; T need not be a multiple of it. 0 (the
+        default) lets the cost model choose it from ``CHUNK_SIZES``.
       chunk_combine: for "chunked": "associative", "scan" or "auto".
 
     Returns:
@@ -209,11 +243,7 @@ def causal_linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     _check_inputs(q, k, v, segment_ids, initial_state, method, chunk_size, chunk_combine)
     batch, length, dk = q.shape
     dv = v.shape[2]
-    if method == "auto":
-        method, chunk_combine = choose_method(batch, length, dk, dv, chunk_size)
-    elif method == "chunked" and chunk_combine == "auto":
-        chunked_options = [o for o in ALL_OPTIONS if o[0] == "chunked"]
-        chunk_combine = choose_method(batch, length, dk, dv, chunk_size, chunked_options)[1]
+    method, chunk_combine, chunk_size = resolve(batch, length, dk, dv, method, chunk_size, chunk_combine)
     acc = accumulation_dtype(q.dtype, k.dtype, v.dtype)
     runs = segment_runs(segment_ids, batch, length)
     s0 = None if initial_state is None else initial_state.astype(acc)
