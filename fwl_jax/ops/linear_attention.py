@@ -37,8 +37,8 @@ Methods (all exact; they differ only in cost):
 
   ``chunk_combine="auto"`` picks between them, and ``chunk_size=0`` picks C, with
   :func:`estimate_cost`. Large states favour large chunks (fewer states to move, and the
-  work becomes large matmuls): at T=8192, Dk=768, Dv=3072 chunks of 512 run 2.5x faster
-  than the quadratic form and 3.5x faster than chunks of 64 on an H200.
+  work becomes large matmuls): at T=8192, Dk=768, Dv=3072 chunks of 1,024 (auto's pick)
+  run 2.5x faster than the quadratic form and 3.6x faster than chunks of 64 on an H200.
 * ``recurrent``: a ``jax.lax.scan`` over tokens; the reference and the decoder's form.
 * ``auto``: the cheapest of the above (and its chunk size) by :func:`estimate_cost`.
 
@@ -59,14 +59,14 @@ METHODS = ("quadratic", "chunked", "recurrent", "auto")
 CHUNK_COMBINES = ("associative", "scan", "auto")
 
 # Rates of a current accelerator, used only to rank methods against each other. Fitted to
-# the forward times of every method at chunks of 64 to 512 over bench/linear_attention.py's
+# the forward times of every method (chunks of 64 to 1,024) over bench/linear_attention.py's
 # grid on an H200 (docs/PERFORMANCE.md): with them the top-ranked option of each measured
-# shape is within 2% of the fastest (tests/test_linear_attention.py checks it on the data).
-_FLOP_RATE = 6e14  # achievable matmul FLOP/s
-_BYTE_RATE = 4e12  # achievable memory bytes/s
-_STEP_LATENCY = 2e-5  # seconds per sequential step of a lax.scan (kernel launches)
-_ASSOCIATIVE_PASSES = 5  # times the associative scan's programme moves all N chunk states
-_SCAN_PASSES = 8  # times the sequential chunk scan moves a state per chunk
+# shape is the fastest (tests/test_linear_attention.py checks it on the recorded data).
+_FLOP_RATE = 5e14  # achievable matmul FLOP/s
+_BYTE_RATE = 2e12  # achievable memory bytes/s
+_STEP_LATENCY = 1e-5  # seconds per sequential step of a lax.scan (kernel launches)
+_ASSOCIATIVE_PASSES = 3  # times the associative scan's programme moves all N chunk states
+_SCAN_PASSES = 3  # times the sequential chunk scan moves a state per chunk
 CHUNK_SIZES = (32, 64, 128, 256, 512, 1024)  # what chunk_size=0 ("auto") chooses from
 MEMORY_BUDGET_BYTES = 2 * 2**30  # temporaries above this rule a method out when another fits
 
