@@ -68,8 +68,8 @@ def throughput(config, layout: str, n: int, steps: int, warmup: int) -> dict:
            "tokens_per_s_per_device": tokens / seconds / n}
     peak = peak_tflops(config.log.peak_tflops)
     if peak:
-        row["mfu"] = flops_per_token(trainer.model_config, config.data.seq_len) * row["tokens_per_s_per_device"] / (
-            peak * 1e12)
+        flops = flops_per_token(trainer.model_config, config.data.seq_len, batch_size=rows)  # the global batch
+        row["mfu"] = flops * row["tokens_per_s_per_device"] / (peak * 1e12)
     stats = [d.memory_stats() for d in mesh.devices.flat]
     if all(s and "peak_bytes_in_use" in s for s in stats):
         row["peak_gib_per_device"] = max(s["peak_bytes_in_use"] for s in stats) / 2**30

@@ -86,10 +86,11 @@ def model_row(config, steps: int, warmup: int, peak, profile: int = 0) -> dict:
             method=TransformerLM.token_nll)[0].sum())
         eval_s = mean_seconds(lambda: forward(box[0].params, batch), steps, warmup)
     cfg = trainer.model_config
-    flops = flops_per_token(cfg, config.data.seq_len, training=True)
+    rows = config.train.batch_size  # the FWL's linear attention method depends on it
+    flops = flops_per_token(cfg, config.data.seq_len, training=True, batch_size=rows)
     row = {"train_ms": 1e3 * train_s, "eval_ms": 1e3 * eval_s, "tokens_per_s": tokens / train_s,
            "eval_tokens_per_s": tokens / eval_s, "train_flops_per_token": flops,
-           "eval_flops_per_token": flops_per_token(cfg, config.data.seq_len, training=False),
+           "eval_flops_per_token": flops_per_token(cfg, config.data.seq_len, training=False, batch_size=rows),
            "temp_gib": train_temp}
     if peak:
         row["mfu"] = flops * tokens / train_s / (peak * 1e12)

@@ -54,8 +54,11 @@ def parse_config_flags(argv: list[str], define_extra=None):
 
 
 def run_reporting_errors(function, *args, **kwargs):
-    """Calls `function`; errors of bad input or config end the program with one line."""
+    """Calls `function`; errors of bad input or config end the program with one line.
+    Sets the XLA flags the programs run with first (`fwl_jax.train.distributed.add_xla_flags`)."""
     from fwl_jax.train import CheckpointError, ConfigError, TrainingDiverged
+    from fwl_jax.train.distributed import add_xla_flags
+    add_xla_flags()
     try:
         return function(*args, **kwargs)
     except (DataError, ConfigError, CheckpointError, TrainingDiverged) as e:

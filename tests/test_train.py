@@ -272,7 +272,9 @@ def test_corrupt_checkpoint_is_a_clear_error_and_kept(data_dir, tmp_path):
 
 
 def test_xla_flags_are_added_without_overriding_the_users(monkeypatch):
+    from fwl_jax.train import distributed
     from fwl_jax.train.distributed import OVERLAP_FLAGS, add_xla_flags
+    monkeypatch.setattr(distributed, "_backend_started", lambda: False)  # as in a fresh program
     user = ["--xla_force_host_platform_device_count=8", "--xla_gpu_enable_pipelined_all_gather=false"]
     monkeypatch.setenv("XLA_FLAGS", " ".join(user))
     value = add_xla_flags()
@@ -282,6 +284,29 @@ def test_xla_flags_are_added_without_overriding_the_users(monkeypatch):
     assert add_xla_flags() == value  # added once
     monkeypatch.delenv("XLA_FLAGS")
     assert add_xla_flags().split() == list(OVERLAP_FLAGS)
+    # A value that is not a flag names a flag file (XLA reads it): left alone.
+    monkeypatch.setenv("XLA_FLAGS", "/tmp/xla_flags.txt")
+    assert add_xla_flags() == "/tmp/xla_flags.txt" == os.environ["XLA_FLAGS"]
+
+
+def test_xla_flags_are_left_alone_once_jax_has_started(monkeypatch):
+    from fwl_jax.train.distributed import add_xla_flags
+    jax.numpy.ones(1).block_until_ready()  # the backend is up: XLA has read its flags
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    assert add_xla_flags() == "--xla_force_host_platform_device_count=8" == os.environ["XLA_FLAGS"]
+
+
+def test_programs_start_with_the_xla_flags():
+    """A program started afresh (run_reporting_errors, as train.py, eval.py, demo.py and
+    study.py call it) runs with the flags in XLA_FLAGS."""
+    code = ("import os, jax; from fwl_jax.cli import run_reporting_errors; "
+            "run_reporting_errors(lambda: jax.numpy.ones(1).block_until_ready()); print(os.environ['XLA_FLAGS'])")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    result = subprocess.run([sys.executable, "-c", code], env={**env, "JAX_PLATFORMS": "cpu"},
+                            capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    from fwl_jax.train.distributed import OVERLAP_FLAGS
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == list(OVERLAP_FLAGS)
 
 
 def test_xla_flags_are_known_to_this_jax():

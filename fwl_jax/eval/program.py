@@ -221,24 +221,24 @@ def _score(scorer, params, split, config, split_name: str):
         bar.close()
 
 
-def eval_flops_per_token(model_config, seq_len: int, mode: str, part: str) -> float:
+def eval_flops_per_token(model_config, seq_len: int, mode: str, part: str, batch_size: int = 1) -> float:
     """Matmul FLOPs per scored token: one forward, plus for dynamic modes the backward of
     the adapted part (all or body: the whole backward; head: the head's only)."""
-    forward = flops_per_token(model_config, seq_len, training=False)
+    forward = flops_per_token(model_config, seq_len, training=False, batch_size=batch_size)
     if mode not in DYNAMIC:
         return forward
     if part in ("all", "body"):
-        return flops_per_token(model_config, seq_len, training=True)
-    body = flop_breakdown(model_config, seq_len)["body"]
+        return flops_per_token(model_config, seq_len, training=True, batch_size=batch_size)
+    body = flop_breakdown(model_config, seq_len, batch_size)["body"]
     return forward + 2.0 * (forward - body)
 
 
 def _report(config, model_config, split, scores, timing, settings) -> dict:
     e, seq_len = config.eval, config.data.seq_len
-    flops = eval_flops_per_token(model_config, seq_len, e.mode, e.dynamic_params)
-    forward = flops_per_token(model_config, seq_len, training=False)
+    flops = eval_flops_per_token(model_config, seq_len, e.mode, e.dynamic_params, e.batch_size)
+    forward = flops_per_token(model_config, seq_len, training=False, batch_size=e.batch_size)
     plain = flops_per_token(dataclasses.replace(model_config, fwl_enabled=False), seq_len,
-                            training=False)
+                            training=False, batch_size=e.batch_size)
     return {"mode": e.mode, "split": e.split, "dataset": config.data.dataset,
             "perplexity": scores.perplexity, "mean_nll": scores.mean_nll,
             "tokens": int(len(scores.nll)), "documents": split.num_documents,

@@ -53,8 +53,11 @@ def flop_breakdown(config: ModelConfig, seq_len: int, batch_size: int = 1) -> di
         parts["fwl_gradients"] = 2.0 * (s * v + s * m)
         parts["fwl_fast"] = parts["head"]
         tokens = batch_size * seq_len
-        vector_width = sum({"b1": m}.get(n, s) for n in fc.fast_update if n in fwl_ops.VECTOR_TENSORS) + 1
-        terms = [(d, m, "W1" in fc.fast_update), (m, s, "W2" in fc.fast_update), (1, vector_width, True)]
+        # As fwl_ops._fast_output calls it: the weight count, one prefix sum of the vector
+        # tensors side by side, and one linear attention per fast kernel.
+        vector_width = sum({"b1": m}.get(n, s) for n in fc.fast_update if n in fwl_ops.VECTOR_TENSORS)
+        terms = [(1, 1, True), (1, vector_width, vector_width > 0), (d, m, "W1" in fc.fast_update),
+                 (m, s, "W2" in fc.fast_update)]
         for dk, dv, used in terms:
             if used:
                 parts["fwl_attention"] += _attention_flops(batch_size, seq_len, dk, dv, fc) / tokens

@@ -59,12 +59,15 @@ METHODS = ("quadratic", "chunked", "recurrent", "auto")
 CHUNK_COMBINES = ("associative", "scan", "auto")
 
 # Rates of a current accelerator, used only to rank methods against each other. Fitted to
-# the forward times of every method (chunks of 64 to 1,024) over bench/linear_attention.py's
-# grid on an H200 (docs/PERFORMANCE.md): with them the top-ranked option of each measured
-# shape is the fastest (tests/test_linear_attention.py checks it on the recorded data).
+# the times of every method (chunks of 64 to 1,024) over bench/linear_attention.py's grid on
+# an H200 (docs/PERFORMANCE.md): forward times for the rates, and the ranking of forward +
+# backward times, overall, among chunked options and between the two combines at each
+# chunk size, each within 1% of the fastest (tests/test_linear_attention.py checks it on
+# the recorded data).
 _FLOP_RATE = 5e14  # achievable matmul FLOP/s
 _BYTE_RATE = 2e12  # achievable memory bytes/s
-_STEP_LATENCY = 1e-5  # seconds per sequential step of a lax.scan (kernel launches)
+_STEP_LATENCY = 1e-5  # seconds per sequential step (a level of the associative scan, a token)
+_CHUNK_STEP_LATENCY = 3e-5  # seconds per chunk of the sequential chunk scan (several kernels)
 _ASSOCIATIVE_PASSES = 3  # times the associative scan's programme moves all N chunk states
 _SCAN_PASSES = 3  # times the sequential chunk scan moves a state per chunk
 CHUNK_SIZES = (32, 64, 128, 256, 512, 1024)  # what chunk_size=0 ("auto") chooses from
@@ -92,10 +95,11 @@ class Cost:
     bytes_moved: float
     steps: int
     memory_bytes: float
+    step_latency: float = _STEP_LATENCY  # seconds a step
 
     @property
     def seconds(self) -> float:
-        return self.flops / _FLOP_RATE + self.bytes_moved / _BYTE_RATE + self.steps * _STEP_LATENCY
+        return self.flops / _FLOP_RATE + self.bytes_moved / _BYTE_RATE + self.steps * self.step_latency
 
 
 def attention_flops(method: str, batch: int, length: int, dk: int, dv: int, chunk_size: int, *,
@@ -130,7 +134,8 @@ def estimate_cost(method: str, batch: int, length: int, dk: int, dv: int, chunk_
     intra-chunk scores and the N chunk states (moved ``_ASSOCIATIVE_PASSES`` times by the
     associative scan, ``_SCAN_PASSES`` times by the sequential one, as fitted to measured
     times); for recurrent a [B, Dk, Dv] state read and written at every token. Steps: sequential
-    kernel launches (1; ``2 log2 N + 1`` scan levels; N chunks; T tokens).
+    kernel launches (1; ``2 log2 N + 1`` scan levels; N chunks, each costing
+    ``_CHUNK_STEP_LATENCY``; T tokens).
     """
     b, t, c = batch, length, chunk_size
     flops = attention_flops(method, b, t, dk, dv, c)
@@ -145,7 +150,8 @@ def estimate_cost(method: str, batch: int, length: int, dk: int, dv: int, chunk_
             levels = max(1, math.ceil(math.log2(n))) if n > 1 else 1
             return Cost(flops, io + intra + _ASSOCIATIVE_PASSES * n * state, 2 * levels + 1, 3 * n * state)
         if chunk_combine == "scan":
-            return Cost(flops, io + intra + _SCAN_PASSES * n * state, n, 3 * state + 4.0 * b * c * c)
+            return Cost(flops, io + intra + _SCAN_PASSES * n * state, n, 3 * state + 4.0 * b * c * c,
+                        _CHUNK_STEP_LATENCY)
         raise ValueError(f"chunk_combine must be one of {CHUNK_COMBINES[:2]}, got {chunk_combine!r}")
     return Cost(flops, io + 3 * t * state, t, 2 * state)
 
@@ -156,10 +162,10 @@ ALL_OPTIONS = (("quadratic", "associative"), ("chunked", "associative"), ("chunk
 
 def chunk_sizes(length: int, chunk_size: int = 0) -> tuple[int, ...]:
     """The chunk sizes ``chunk_size`` stands for: itself, or for 0 ("auto") those of
-    ``CHUNK_SIZES`` below ``length`` (the smallest if none is)."""
+    ``CHUNK_SIZES`` up to ``length`` (the smallest if none is)."""
     if chunk_size:
         return (chunk_size,)
-    return tuple(c for c in CHUNK_SIZES if c < length) or CHUNK_SIZES[:1]
+    return tuple(c for c in CHUNK_SIZES if c <= length) or CHUNK_SIZES[:1]
 
 
 def choose_method(batch: int, length: int, dk: int, dv: int, chunk_size: int = 0,

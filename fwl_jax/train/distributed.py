@@ -17,14 +17,23 @@ OVERLAP_FLAGS = ("--xla_gpu_enable_pipelined_all_gather=true",
 
 def add_xla_flags(flags=OVERLAP_FLAGS) -> str:
     """Appends to ``XLA_FLAGS`` each of ``flags`` whose name it does not already set (so a
-    user's own setting wins: ``XLA_FLAGS=--xla_gpu_enable_pipelined_all_gather=false``).
-    XLA reads the variable once, when JAX starts its first backend, so this runs before any
-    device is touched (the training and evaluation programs call it first). Returns the value."""
-    current = os.environ.get("XLA_FLAGS", "")
+    user's own setting wins: ``XLA_FLAGS=--xla_gpu_enable_pipelined_all_gather=false``), and
+    returns the value. XLA reads the variable once, when JAX starts its first backend, so the
+    programs call this first (``fwl_jax.cli.run_reporting_errors``); once a backend is up it
+    changes nothing. A value that names a flag file (not starting with ``-``) is left alone."""
+    current = os.environ.get("XLA_FLAGS", "").strip()
+    if (current and not current.startswith("-")) or _backend_started():
+        return current
     names = {f.split("=")[0] for f in current.split()}
     added = [f for f in flags if f.split("=")[0] not in names]
     os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
     return os.environ["XLA_FLAGS"]
+
+
+def _backend_started() -> bool:
+    from jax._src import xla_bridge  # private: where it is missing, assume not started
+    started = getattr(xla_bridge, "backends_are_initialized", None)
+    return bool(started and started())
 
 
 def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
