@@ -105,6 +105,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     shapes = [tuple(int(x) for x in s.split(",")) for s in args.grid.split(";") if s]
     chunk_sizes = [int(c) for c in args.chunk_sizes.split(",") if c]
+    if any(c < 1 for c in chunk_sizes):
+        parser.error(f"--chunk_sizes must be positive, got {args.chunk_sizes}")
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
               "dtype": args.dtype, "matmul_tflops": matmul_tflops(args.matmul_size, jnp.dtype(args.dtype), args.steps),
               "shapes": [

@@ -1,5 +1,8 @@
 """The performance issue's reference shape: 12 layers, d_model 768, 12 heads, vocab 32,000,
-FWL size 768, rows of 1,024 tokens, batch 16 per GPU, bfloat16 compute."""
+FWL size 768, rows of 1,024 tokens, batch 16 per GPU, bfloat16 compute.
+
+Since session 5 the layers are unrolled without remat; a run trained with the earlier
+settings resumes with --config.model.scan_layers=True --config.model.remat=dots_saveable."""
 
 from configs import default
 
