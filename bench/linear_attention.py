@@ -54,8 +54,7 @@ def bench_shape(b, t, dk, dv, dtype, steps: int, chunk_sizes, max_gib: float) ->
     q = jax.random.normal(keys[0], (b, t, dk), dtype) / dk ** 0.5
     k = jax.random.normal(keys[1], (b, t, dk), dtype)
     v = jax.random.normal(keys[2], (b, t, dv), dtype)
-    picked = resolve(b, t, dk, dv)
-    picked = picked if picked[0] == "chunked" else (picked[0], "associative", 0)
+    picked = resolve(b, t, dk, dv)  # (method, combine, chunk), as the rows are keyed
     todo = options(t, chunk_sizes)
     if picked not in todo:
         todo.append(picked)
