@@ -8,7 +8,7 @@ Also times one bf16 `--matmul_size`^3 matmul, the rate the methods are compared 
 
 Usage: python bench/linear_attention.py [--grid=B,T,Dk,Dv;...] [--dtype=bfloat16]
            [--chunk_sizes=64,128,256,512,1024] [--steps=10] [--max_gib=40]
-           [--matmul_size=8192] [--json=PATH]
+           [--matmul_size=8192] [--no-mixed_precision] [--json=PATH]
 """
 
 import argparse
@@ -39,17 +39,18 @@ def options(length: int, chunk_sizes) -> list:
             if m != "chunked" or c <= length]
 
 
-def _callables(method: str, combine: str, chunk: int):
+def _callables(method: str, combine: str, chunk: int, mixed_precision: bool):
     def forward(q, k, v):
         return causal_linear_attention(q, k, v, method=method, chunk_size=chunk,
-                                       chunk_combine=combine)[0]
+                                       chunk_combine=combine, mixed_precision=mixed_precision)[0]
 
     def loss(q, k, v):
         return forward(q, k, v).astype(jnp.float32).sum()
     return jax.jit(forward), jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
 
 
-def bench_shape(b, t, dk, dv, dtype, steps: int, chunk_sizes, max_gib: float) -> dict:
+def bench_shape(b, t, dk, dv, dtype, steps: int, chunk_sizes, max_gib: float,
+                mixed_precision: bool = True) -> dict:
     keys = jax.random.split(jax.random.key(0), 3)
     q = jax.random.normal(keys[0], (b, t, dk), dtype) / dk ** 0.5
     k = jax.random.normal(keys[1], (b, t, dk), dtype)
@@ -65,7 +66,7 @@ def bench_shape(b, t, dk, dv, dtype, steps: int, chunk_sizes, max_gib: float) ->
         if 3 * memory > max_gib * 2**30:  # the backward keeps about twice the forward's
             skipped[name] = f"needs about {3 * memory / 2**30:.0f} GiB"
             continue
-        forward, backward = _callables(method, combine, chunk or 1)
+        forward, backward = _callables(method, combine, chunk or 1, mixed_precision)
         flops = attention_flops(method, b, t, dk, dv, chunk or 1, initial_state=False,
                                 final_state=False)
         try:
@@ -100,6 +101,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--max_gib", type=float, default=40.0,
                         help="skip a method whose estimated memory is above this")
     parser.add_argument("--matmul_size", type=int, default=8192, help="n of the reference matmul")
+    parser.add_argument("--mixed_precision", action=argparse.BooleanOptionalAction, default=True,
+                        help="scores x values and queries x states in the input dtype (the default)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     shapes = [tuple(int(x) for x in s.split(",")) for s in args.grid.split(";") if s]
@@ -107,11 +110,12 @@ def main(argv=None) -> dict:
     if any(c < 1 for c in chunk_sizes):
         parser.error(f"--chunk_sizes must be positive, got {args.chunk_sizes}")
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
-              "dtype": args.dtype, "matmul_tflops": matmul_tflops(args.matmul_size, jnp.dtype(args.dtype), args.steps),
+              "dtype": args.dtype, "mixed_precision": args.mixed_precision, "matmul_tflops": matmul_tflops(args.matmul_size, jnp.dtype(args.dtype), args.steps),
               "shapes": [
                   bench_shape(*shape, jnp.dtype(args.dtype), args.steps, chunk_sizes,
-                              args.max_gib) for shape in shapes]}
-    print(f"{report['device']}, jax {report['jax']}, {args.dtype}; {args.matmul_size}^3 matmul: "
+                              args.max_gib, args.mixed_precision) for shape in shapes]}
+    print(f"{report['device']}, jax {report['jax']}, {args.dtype} (mixed_precision "
+          f"{args.mixed_precision}); {args.matmul_size}^3 matmul: "
           f"{report['matmul_tflops']:.0f} TFLOP/s")
     print("B,T,Dk,Dv | method | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | auto")
     for entry in report["shapes"]:

@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.fwl.meta_gradient = "full"  # full (second order) or first_order
     c.fwl.attention_method = "auto"  # causal_linear_attention method
     c.fwl.chunk_size = 0  # chunk length of the chunked method; 0 = chosen with the method
+    c.fwl.attention_mixed_precision = True  # linear attention: scores x values and queries x states in the compute dtype (False: float32)
     c.fwl.unembed_chunk = 256  # positions per chunk of the vocabulary-sized work (memory); 0 = whole window
     c.fwl.inner_loss_scale = 0.0  # inner loss factor; 0 = 1 / seq_len
     c.fwl.inner_loss_normalization = "sum"  # sum or prefix_mean

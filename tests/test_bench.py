@@ -49,10 +49,12 @@ def test_step_tiny(tmp_path):
     assert (tmp_path / "step.json").exists()
 
 
-def test_linear_attention_tiny():
+@pytest.mark.parametrize("precision", [["--dtype=float32"], ["--dtype=bfloat16", "--no-mixed_precision"]])
+def test_linear_attention_tiny(precision):
     report = _load("linear_attention").main(["--grid=2,40,8,16", "--steps=1", "--chunk_sizes=8,16,64",
-                                             "--dtype=float32", "--matmul_size=64"])
+                                             "--matmul_size=64", *precision])
     assert report["matmul_tflops"] > 0
+    assert report["mixed_precision"] == ("--no-mixed_precision" not in precision)
     (entry,) = report["shapes"]
     # Chunks longer than the sequence are left out; auto's own pick is always timed.
     swept = {"quadratic", "recurrent"} | {f"chunked/{c}/{n}" for c in ("associative", "scan") for n in (8, 16)}

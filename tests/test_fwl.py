@@ -176,10 +176,12 @@ def test_jit_with_config_as_static_argument():
     _close(logits, eager, rtol=1e-5, atol=1e-6)
 
 
-def test_bfloat16_inputs():
+@pytest.mark.parametrize("mixed", [True, False])
+def test_bfloat16_inputs(mixed):
     params, h, targets, weights, seg = _setup(11, length=32, dtype=jnp.float32)
-    ref, ref_state = fwl.fwl_logits(params, h, targets, weights, CFG, segment_ids=seg)
-    logits, state = fwl.fwl_logits(params, h.astype(jnp.bfloat16), targets, weights, CFG, segment_ids=seg)
+    cfg = dataclasses.replace(CFG, attention_mixed_precision=mixed)
+    ref, ref_state = fwl.fwl_logits(params, h, targets, weights, cfg, segment_ids=seg)
+    logits, state = fwl.fwl_logits(params, h.astype(jnp.bfloat16), targets, weights, cfg, segment_ids=seg)
     assert logits.dtype == jnp.float32
     assert all(s.dtype == jnp.float32 for s in state.values())
     # bf16 matmul inputs: ~2^-8 relative error per rounding, a few roundings deep.
@@ -208,10 +210,21 @@ def test_init_params_tree_and_step_size():
     ("attention_method", "flash", "attention_method must be one of"),
     ("fast_update", ("W1", "W3"), "unknown tensors"),
     ("inner_loss_normalization", "mean", "inner_loss_normalization must be one of"),
+    ("attention_mixed_precision", 1, "attention_mixed_precision must be True or False"),
 ])
 def test_bad_config(field, value, match):
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(CFG, **{field: value})
+
+
+def test_targets_closed_over_by_a_jitted_function_are_checked():
+    """Concrete targets captured by a traced function are still checked (not a tracer error)."""
+    params, h, targets, weights, seg = _setup(13, dtype=jnp.float32)
+    nll = jax.jit(lambda h: fwl.slow_token_nll(params, h, targets, CFG))(h)
+    _close(nll, fwl.slow_token_nll(params, h, targets, CFG), rtol=1e-5, atol=1e-6)
+    bad = targets.at[0, 0].set(CFG.vocab_size)
+    with pytest.raises(ValueError, match="targets must lie in"):
+        jax.jit(lambda h: fwl.fwl_token_nll(params, h, bad, weights, CFG)[0])(h)
 
 
 def test_bad_input_names_the_argument():

@@ -137,6 +137,38 @@ def test_bfloat16_inputs_accumulate_in_float32():
         assert float(jnp.abs(final - ref_final).max()) < 2e-2 * float(jnp.abs(ref_final).max())
 
 
+@pytest.mark.parametrize("method,combine", VARIANTS[:4])
+def test_bfloat16_mixed_precision_outputs_and_gradients(method, combine):
+    """bfloat16 inputs: with mixed_precision=False only the inputs are rounded (outputs and
+    gradients match float32 on the rounded inputs closely); with True the second products and
+    the backward's cotangents are rounded too, which stays within bfloat16 accuracy."""
+    q, k, v, s0 = _inputs(6, 2, 37, 16, 24, jnp.float32)
+    seg = _segments([1] * 9 + [2] * 20 + [3] * 8, 2, 37)
+    bf = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+    probe_out, probe_final = _inputs(7, 2, 37, 16, 24, jnp.float32)[2:]
+
+    def value_and_grads(q, k, v, s0, **kw):
+        def loss(q, k, v, s0):
+            out, final = la.causal_linear_attention(q, k, v, segment_ids=seg, initial_state=s0,
+                                                    method=method, chunk_size=8, chunk_combine=combine, **kw)
+            return jnp.sum(out * probe_out) + jnp.sum(final * probe_final), (out, final)
+        (_, outs), grads = jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)(q, k, v, s0)
+        return [*outs, *(g.astype(jnp.float32) for g in grads)]
+
+    want = value_and_grads(*[x.astype(jnp.float32) for x in bf], s0)
+    exact = value_and_grads(*bf, s0, mixed_precision=False)
+    mixed = value_and_grads(*bf, s0, mixed_precision=True)
+    names = ["out", "final", "g_q", "g_k", "g_v", "g_s0"]
+    errors = {}
+    for name, w, e, m in zip(names, want, exact, mixed):
+        scale = float(jnp.abs(w).max())
+        tol_exact = 1e-5 if name in ("out", "final", "g_s0") else 1e-2  # bf16 gradients of bf16 inputs
+        assert float(jnp.abs(e - w).max()) < tol_exact * scale, name
+        errors[name] = float(jnp.abs(m - w).max()) / scale
+        assert errors[name] < 2e-2, name
+    assert errors["out"] > 1e-5  # the second products really are rounded
+
+
 def test_cost_model_decisions():
     choose = la.choose_method
     # Short sequences: the masked quadratic form is cheapest (T below 2 Dk Dv / (Dk + Dv)).
@@ -192,11 +224,15 @@ def _measured_times(runs):
     return times
 
 
-# Two H200 runs: all chunk sizes in one run (session 5), and one run per chunk size (64 in
-# session 4, 128 to 512 in session 5, before the model was refitted).
-MEASURED = {"sweep": ([("bench_2026-11-27_s5/final_linear_attention.json", None)], 5 * 12),
+# H200 runs: all chunk sizes in one run (session 5), one run per chunk size (64 in session 4,
+# 128 to 512 in session 5, before the model was refitted), both with float32 second products
+# (now mixed_precision=False); and the three large shapes with mixed precision (session 6).
+# Each: (files, shapes, rows timed).
+MEASURED = {"sweep": ([("bench_2026-11-27_s5/final_linear_attention.json", None)], 5, 5 * 12),
             "per_chunk": ([("bench_2026-11-27_s4/linear_attention.json", 64)]
-                          + [(f"bench_2026-11-27_s5/la_{c}.json", c) for c in (128, 256, 512)], 35)}
+                          + [(f"bench_2026-11-27_s5/la_{c}.json", c) for c in (128, 256, 512)], 5, 35),
+            "mixed": ([("bench_2026-11-27_s6/la_mixed.json", None)], 3, 3 * 5),
+            "mixed_off": ([("bench_2026-11-27_s6/la_float32.json", None)], 3, 3 * 5)}
 
 
 @pytest.mark.parametrize("run", sorted(MEASURED))
@@ -205,9 +241,9 @@ def test_cost_model_ranks_measured_times(run):
     the fastest at every shape: overall (``method="auto"``), among the chunked options
     (``method="chunked"``) and between the two combines at each chunk size (a given
     ``chunk_size``)."""
-    files, count = MEASURED[run]
+    files, shapes, count = MEASURED[run]
     times = _measured_times(files)
-    assert len(times) == 5 and sum(map(len, times.values())) >= count - 5  # skipped: out of memory
+    assert len(times) == shapes and sum(map(len, times.values())) >= count - shapes  # skipped: out of memory
     for (b, t, dk, dv), rows in times.items():
         seconds = {o: la.estimate_cost(o[0], b, t, dk, dv, o[2] or 1, o[1]).seconds for o in rows}
         chunked = [o for o in rows if o[0] == "chunked"]
@@ -238,6 +274,7 @@ def test_auto_picks_what_the_sweep_found_fastest():
     (dict(method="flash"), "method must be one of"),
     (dict(chunk_size=-1), "chunk_size must be an int >= 0"),
     (dict(chunk_combine="tree"), "chunk_combine must be one of"),
+    (dict(mixed_precision="yes"), "mixed_precision must be True or False"),
 ])
 def test_bad_input_names_the_argument(kwargs, match):
     args = dict(q=jnp.ones((2, 5, 3)), k=jnp.ones((2, 5, 3)), v=jnp.ones((2, 5, 4)))

@@ -58,6 +58,7 @@ class FWLConfig:
     meta_gradient: str = "full"  # "full" (second order) or "first_order" (update held constant)
     attention_method: str = "auto"  # causal_linear_attention method
     chunk_size: int = 0  # tokens per chunk for the chunked attention method (0: chosen with it)
+    attention_mixed_precision: bool = True  # scores x values, queries x states in the compute dtype
     ln_eps: float = 1e-6  # LayerNorm epsilon: (z - mean) / sqrt(var + ln_eps)
     fast_update: tuple[str, ...] = FAST_TENSORS  # tensors that take the per-position step
     inner_loss_normalization: str = "sum"  # "sum" (scaled) or "prefix_mean"
@@ -77,6 +78,9 @@ class FWLConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"FWLConfig.{name} must be a positive finite number, got {value!r}")
+        if not isinstance(self.attention_mixed_precision, bool):
+            raise ValueError("FWLConfig.attention_mixed_precision must be True or False, got "
+                             f"{self.attention_mixed_precision!r}")
         choices = (("meta_gradient", META_GRADIENTS), ("attention_method", METHODS),
                    ("inner_loss_normalization", NORMALIZATIONS))
         for name, allowed in choices:
@@ -217,7 +221,8 @@ def _token_gradients(params, h, targets, weights, cfg: FWLConfig):
 def _check_concrete_targets(targets, vocab_size):
     if isinstance(targets, jax.core.Tracer):
         return  # values unknown under tracing; checked when called eagerly
-    lo, hi = int(jnp.min(targets)), int(jnp.max(targets))
+    with jax.ensure_compile_time_eval():  # concrete targets closed over by a traced function
+        lo, hi = int(jnp.min(targets)), int(jnp.max(targets))
     if lo < 0 or hi >= vocab_size:
         raise ValueError(f"targets must lie in [0, vocab_size={vocab_size}), got values in [{lo}, {hi}]")
 
@@ -294,7 +299,7 @@ def _fast_output(params, h, targets, weights, cfg, segment_ids, state):
     weights = weights.astype(acc)
     attend = lambda q, k, v, s0: causal_linear_attention(  # noqa: E731
         q, k, v, segment_ids=segment_ids, initial_state=s0, method=cfg.attention_method,
-        chunk_size=cfg.chunk_size)
+        chunk_size=cfg.chunk_size, mixed_precision=cfg.attention_mixed_precision)
     carried = lambda name: None if state is None else state[name].astype(acc)  # noqa: E731
 
     # One segmented prefix sum for every vector tensor, and one for the weight count. (The

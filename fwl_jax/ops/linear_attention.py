@@ -44,12 +44,19 @@ Methods (all exact; they differ only in cost):
 
 Inputs may be bfloat16; every product is accumulated and every state is kept in at least
 float32 (float64 inputs stay float64). ``out`` and ``final_state`` are returned in that
-accumulation dtype, so sums are never rounded to the input precision.
+accumulation dtype, so sums are never rounded to the input precision. With
+``mixed_precision=True`` (the default) the second products, masked scores times values and
+queries times carried states, take their operands in the inputs' dtype, as flash attention
+does with its probabilities, and the backward's matmuls take their cotangents in it too: with
+bfloat16 inputs every matmul runs in bfloat16 (with a float32 accumulator), while the states
+and the sums stay in float32. ``False`` keeps the second products' operands, and so the
+backward's matmuls, in the accumulation dtype. For float32 or wider inputs the two are the same.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -197,7 +204,7 @@ def resolve(batch: int, length: int, dk: int, dv: int, method: str = "auto", chu
     return method, chunk_combine, chunk_size
 
 
-def _check_inputs(q, k, v, segment_ids, initial_state, method, chunk_size, chunk_combine):
+def _check_inputs(q, k, v, segment_ids, initial_state, method, chunk_size, chunk_combine, mixed_precision):
     for name, x in (("q", q), ("k", k), ("v", v)):
         if x.ndim != 3:
             raise ValueError(f"{name} must have shape [B, T, D], got shape {x.shape}")
@@ -224,13 +231,16 @@ def _check_inputs(q, k, v, segment_ids, initial_state, method, chunk_size, chunk
         raise ValueError(f"chunk_combine must be one of {CHUNK_COMBINES}, got {chunk_combine!r}")
     if not isinstance(chunk_size, int) or chunk_size < 0:
         raise ValueError(f"chunk_size must be an int >= 0 (0: chosen with the method), got {chunk_size!r}")
+    if not isinstance(mixed_precision, bool):
+        raise ValueError(f"mixed_precision must be True or False, got {mixed_precision!r}")
 
 
 def causal_linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
                             segment_ids: jax.Array | None = None,
                             initial_state: jax.Array | None = None,
                             method: str = "auto", chunk_size: int = 0,
-                            chunk_combine: str = "auto") -> tuple[jax.Array, jax.Array]:
+                            chunk_combine: str = "auto",
+                            mixed_precision: bool = True) -> tuple[jax.Array, jax.Array]:
     """Strictly causal linear attention (see the module docstring for the exact semantics).
 
     Args:
@@ -242,17 +252,20 @@ def causal_linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
       chunk_size: C, tokens per chunk for "chunked"; T need not be a multiple of it. 0 (the
         default) lets the cost model choose it from ``CHUNK_SIZES``.
       chunk_combine: for "chunked": "associative", "scan" or "auto".
+      mixed_precision: the second products (scores x values, queries x carried states) take
+        their operands in the inputs' dtype (True) or in the accumulation dtype (False).
 
     Returns:
       out: [B, T, Dv] and final_state: [B, Dk, Dv], both in the accumulation dtype.
     """
-    _check_inputs(q, k, v, segment_ids, initial_state, method, chunk_size, chunk_combine)
+    _check_inputs(q, k, v, segment_ids, initial_state, method, chunk_size, chunk_combine, mixed_precision)
     batch, length, dk = q.shape
     dv = v.shape[2]
     method, chunk_combine, chunk_size = resolve(batch, length, dk, dv, method, chunk_size, chunk_combine)
-    acc = accumulation_dtype(q.dtype, k.dtype, v.dtype)
+    sums, inputs = accumulation_dtype(q.dtype, k.dtype, v.dtype), jnp.result_type(q.dtype, k.dtype, v.dtype)
+    acc = _Dtypes(sums, inputs if mixed_precision and inputs != sums else None)
     runs = segment_runs(segment_ids, batch, length)
-    s0 = None if initial_state is None else initial_state.astype(acc)
+    s0 = None if initial_state is None else initial_state.astype(acc.sums)
     if method == "quadratic":
         return _quadratic(q, k, v, runs, s0, acc)
     if method == "recurrent":
@@ -260,8 +273,44 @@ def causal_linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     return _chunked(q, k, v, runs, s0, acc, chunk_size, chunk_combine)
 
 
-def _einsum(spec, *operands, acc):
-    return jnp.einsum(spec, *operands, preferred_element_type=acc)
+@dataclasses.dataclass(frozen=True)
+class _Dtypes:
+    """``sums``: the accumulation dtype; ``products``: the operand dtype of the second products."""
+
+    sums: jnp.dtype
+    inputs: jnp.dtype | None  # None: the second products' operands stay in ``sums``
+
+    @property
+    def products(self):
+        return self.sums if self.inputs is None else self.inputs
+
+
+def _einsum(spec, a, b, *, acc):
+    """``einsum(spec, a, b)`` accumulated in ``acc.sums``. Under mixed precision, with both
+    operands in the inputs' dtype, the backward rounds the cotangent to that dtype too, so
+    its matmuls also run in it (as a bfloat16 network's backward does) instead of promoting
+    to float32."""
+    if acc.inputs is not None and a.dtype == b.dtype == acc.inputs:
+        return _mixed_einsum(spec, acc.sums, a, b)
+    return jnp.einsum(spec, a, b, preferred_element_type=acc.sums)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _mixed_einsum(spec, out_dtype, a, b):
+    return jnp.einsum(spec, a, b, preferred_element_type=out_dtype)
+
+
+def _mixed_einsum_fwd(spec, out_dtype, a, b):
+    return _mixed_einsum(spec, out_dtype, a, b), (a, b)
+
+
+def _mixed_einsum_bwd(spec, out_dtype, residuals, g):
+    a, b = residuals
+    _, vjp = jax.vjp(lambda a, b: jnp.einsum(spec, a, b, preferred_element_type=a.dtype), a, b)
+    return vjp(g.astype(a.dtype))
+
+
+_mixed_einsum.defvjp(_mixed_einsum_fwd, _mixed_einsum_bwd)
 
 
 def _quadratic(q, k, v, runs, s0, acc):
@@ -269,11 +318,13 @@ def _quadratic(q, k, v, runs, s0, acc):
     scores = _einsum("btk,bsk->bts", q, k, acc=acc)  # [B, T, T]
     causal = jnp.arange(length)[None, :] < jnp.arange(length)[:, None]
     mask = causal[None] & (runs[:, :, None] == runs[:, None, :])
-    out = _einsum("bts,bsv->btv", jnp.where(mask, scores, 0).astype(acc), v.astype(acc), acc=acc)
+    masked = jnp.where(mask, scores, 0).astype(acc.products)
+    out = _einsum("bts,bsv->btv", masked, v.astype(acc.products), acc=acc)
     in_last = (runs == runs[:, -1:])[..., None]
     final = _einsum("btk,btv->bkv", jnp.where(in_last, k, 0), v, acc=acc)
     if s0 is not None:
-        out = out + _einsum("btk,bkv->btv", jnp.where((runs == 0)[..., None], q, 0), s0, acc=acc)
+        q0 = jnp.where((runs == 0)[..., None], q, 0).astype(acc.products)
+        out = out + _einsum("btk,bkv->btv", q0, s0.astype(acc.products), acc=acc)
         final = final + jnp.where((runs[:, -1] == 0)[:, None, None], s0, 0)
     return out, final
 
@@ -282,12 +333,12 @@ def _recurrent(q, k, v, runs, s0, acc):
     batch, _, dk = q.shape
     dv = v.shape[2]
     starts = jnp.concatenate([jnp.zeros((batch, 1), bool), runs[:, 1:] != runs[:, :-1]], axis=1)
-    state0 = jnp.zeros((batch, dk, dv), acc) if s0 is None else s0
+    state0 = jnp.zeros((batch, dk, dv), acc.sums) if s0 is None else s0
 
     def step(state, xs):
         q_t, k_t, v_t, start_t = xs
         state = jnp.where(start_t[:, None, None], 0, state)
-        out_t = _einsum("bk,bkv->bv", q_t, state, acc=acc)
+        out_t = _einsum("bk,bkv->bv", q_t.astype(acc.products), state.astype(acc.products), acc=acc)
         state = state + _einsum("bk,bv->bkv", k_t, v_t, acc=acc)
         return state, out_t
 
@@ -312,7 +363,7 @@ def _chunked(q, k, v, runs, s0, acc, chunk_size, chunk_combine):
     prev_end = jnp.concatenate([jnp.zeros((batch, 1), runs.dtype), end_run[:, :-1]], axis=1)
     # Chunk summaries: the last segment's sum within each chunk, and whether a segment starts.
     in_end_run = (rc == end_run[..., None])[..., None]  # [B, N, C, 1]
-    keep = (end_run == prev_end).astype(acc)  # [B, N]
+    keep = (end_run == prev_end).astype(acc.sums)  # [B, N]
     sees_prev = rc == prev_end[..., None]  # [B, N, C]: no boundary between chunk start and t
     causal = jnp.arange(chunk_size)[None, :] < jnp.arange(chunk_size)[:, None]
     intra_mask = causal & (rc[..., :, None] == rc[..., None, :])  # [B, N, C, C]
@@ -325,7 +376,8 @@ def _chunked(q, k, v, runs, s0, acc, chunk_size, chunk_combine):
 
 def _intra_chunk(qc, kc, vc, mask, acc):
     scores = _einsum("...ck,...dk->...cd", qc, kc, acc=acc)
-    return _einsum("...cd,...dv->...cv", jnp.where(mask, scores, 0).astype(acc), vc.astype(acc), acc=acc)
+    return _einsum("...cd,...dv->...cv", jnp.where(mask, scores, 0).astype(acc.products),
+                   vc.astype(acc.products), acc=acc)
 
 
 def _combine_associative(qc, kc, vc, in_end_run, keep, sees_prev, intra_mask, s0, acc):
@@ -340,18 +392,20 @@ def _combine_associative(qc, kc, vc, in_end_run, keep, sees_prev, intra_mask, s0
         states = states + kept_all[..., None, None] * s0[:, None]
     first = jnp.zeros_like(states[:, :1]) if s0 is None else s0[:, None]
     before = jnp.concatenate([first, states[:, :-1]], axis=1)  # S_{c-1}
-    inter = _einsum("bnck,bnkv->bncv", jnp.where(sees_prev[..., None], qc, 0), before, acc=acc)
+    inter = _einsum("bnck,bnkv->bncv", jnp.where(sees_prev[..., None], qc, 0).astype(acc.products),
+                    before.astype(acc.products), acc=acc)
     return _intra_chunk(qc, kc, vc, intra_mask, acc) + inter, states[:, -1]
 
 
 def _combine_scan(qc, kc, vc, in_end_run, keep, sees_prev, intra_mask, s0, acc):
     batch, _, _, dk = qc.shape
     dv = vc.shape[-1]
-    state0 = jnp.zeros((batch, dk, dv), acc) if s0 is None else s0
+    state0 = jnp.zeros((batch, dk, dv), acc.sums) if s0 is None else s0
 
     def step(state, xs):
         q_c, k_c, v_c, end_c, keep_c, sees_c, mask_c = xs
-        inter = _einsum("bck,bkv->bcv", jnp.where(sees_c[..., None], q_c, 0), state, acc=acc)
+        inter = _einsum("bck,bkv->bcv", jnp.where(sees_c[..., None], q_c, 0).astype(acc.products),
+                        state.astype(acc.products), acc=acc)
         out_c = _intra_chunk(q_c, k_c, v_c, mask_c, acc) + inter
         d_c = _einsum("bck,bcv->bkv", jnp.where(end_c, k_c, 0), v_c, acc=acc)
         return keep_c[:, None, None] * state + d_c, out_c

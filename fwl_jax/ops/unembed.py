@@ -2,20 +2,26 @@
 
 Everything here is token-local: position t's result depends on ``u_t`` [s] (the head's output
 before the unembedding), the unembedding ``U`` [s, V] and bias ``c`` [V], and its target, so
-positions can be split into chunks freely. Each function runs ``lax.map`` over chunks of
-``chunk`` positions (the last one padded), so at most a [B, chunk, V] slice of logits exists
-at a time, and its VJP is written out so that what is kept for the backward pass is chosen,
+positions can be split into chunks freely. Each function runs over chunks of ``chunk``
+positions (unrolled; the last one may be shorter), so a [B, chunk, V] slice of logits is
+what exists at a time, and its VJP is written out so that what is kept for the backward pass is chosen,
 not left to autodiff:
 
 * :func:`token_nll`: ``-log softmax(u U + c)[target]`` [B, T]. Keeps ``G = softmax - onehot``
   in u's dtype (the compute dtype: its only uses are the backward matmuls); backward is
-  ``g_l = g_nll G``, ``g_u = g_l U^T``, ``g_U = u^T g_l``, ``g_c = sum g_l`` (no recomputation).
+  ``g_u = g_nll (G U^T)``, ``g_U = (g_nll u)^T G``, ``g_c = g_nll^T G`` (no recomputation).
 * :func:`softmax_gradient`: ``du = e U^T`` with ``e = coef (softmax(u U + c) - onehot)``
   [B, T, s], the FWL's per-token gradient at the head output. Its VJP (needed by the ``full``
-  meta-gradient) recomputes ``P = softmax(u U + c)`` chunk by chunk instead of keeping a
-  [B, T, V] float32 array from the forward pass. With ``g_e = coef g_du U``:
-  ``g_l = P (g_e - <P, g_e>)``, ``g_u = g_l U^T``, ``g_U = u^T g_l + e^T g_du``,
-  ``g_c = sum g_l``, ``g_coef = <g_du U, P - onehot>``.
+  meta-gradient) recomputes ``P = softmax(u U + c)`` chunk by chunk from the logits and the
+  forward's logsumexp instead of keeping a [B, T, V] float32 array. With ``g_e = g_du U``
+  and ``r = <P, g_e>``: ``g_coef = r - g_e[target]``, ``Q = P (g_e - r)``,
+  ``g_u = coef (Q U^T)``, ``g_U = (coef u)^T Q + (coef g_du)^T (P - onehot)``,
+  ``g_c = coef^T Q``.
+
+Per-position factors (``g_nll``, ``coef``) multiply the narrow [.., s] side of each matmul,
+never a [.., V] array, and every vocabulary-sized array is read as few times as its math
+needs: the logits twice for their logsumexp (max, then the exponentials' sum with the
+target's logit alongside) and once more for what the backward keeps.
 
 Matmuls take their operands in u's dtype with float32 (or wider) accumulation, like
 :func:`fwl_jax.ops.fwl._dense`; softmax and the elementwise backward are in the
@@ -56,38 +62,50 @@ def softmax_gradient(u: jax.Array, unembed: jax.Array, bias: jax.Array, targets:
 
 
 def _over_chunks(fn, per_position, shared, chunk):
-    """``fn(*per_position_chunk, *shared)`` over chunks of the position axis (axis 1)."""
+    """``fn(*per_position_chunk, *shared)`` over chunks of the position axis (axis 1).
+
+    The chunks are unrolled (static slices, the last one shorter), not a ``lax.map``: a
+    loop would stack each chunk's backward residuals (the [B, chunk, V] softmax-minus-onehot)
+    into one buffer and copy them in and out, about a quarter of the head's time on an H200.
+    """
     length = per_position[0].shape[1]
     if chunk <= 0 or chunk >= length:
         return fn(*per_position, *shared)
-    count = -(-length // chunk)
-    pad = count * chunk - length
-
-    def split(x):  # [B, T, ...] -> [count, B, chunk, ...]
-        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-        return jnp.moveaxis(x.reshape(x.shape[0], count, chunk, *x.shape[2:]), 1, 0)
-
-    out = jax.lax.map(lambda xs: fn(*xs, *shared), tuple(split(x) for x in per_position))
-    out = jnp.moveaxis(out, 0, 1)
-    return out.reshape(out.shape[0], count * chunk, *out.shape[3:])[:, :length]
+    outs = [fn(*(x[:, start:start + chunk] for x in per_position), *shared)
+            for start in range(0, length, chunk)]
+    return jnp.concatenate(outs, axis=1)
 
 
 def _float0_like(x):
     return np.zeros(x.shape, jax.dtypes.float0)
 
 
-def _probs_and_onehot(u, unembed, bias, targets):
-    l = logits(u, unembed, bias)  # noqa: E741  [B, c, V]
-    return jax.nn.softmax(l, axis=-1), jax.nn.one_hot(targets, l.shape[-1], dtype=l.dtype), l
+def _log_softmax_parts(u, unembed, bias, targets):
+    """The logits l [..., V] (accumulation dtype), their logsumexp [...] and the target's
+    logit l[target] [...] (0 for a target outside the vocabulary). Two passes over l: the
+    max, then the exponentials' sum together with the target's logit."""
+    l = logits(u, unembed, bias)  # noqa: E741
+    is_target = jnp.arange(l.shape[-1]) == targets[..., None]
+    peak = jnp.max(l, axis=-1)
+    lse = peak + jnp.log(jnp.sum(jnp.exp(l - peak[..., None]), axis=-1))
+    target_logit = jnp.sum(jnp.where(is_target, l, 0), axis=-1)
+    return l, lse, target_logit, is_target
 
 
-def _backward_matmuls(u, unembed, g_l):
-    """Cotangents of ``u U + c`` for the logits cotangent g_l: (g_u, g_U, g_c)."""
-    acc = g_l.dtype
-    g_in = g_l.astype(u.dtype)
-    g_u = jnp.einsum("...v,sv->...s", g_in, unembed.astype(u.dtype), preferred_element_type=acc)
-    g_unembed = jnp.einsum("...s,...v->sv", u, g_in, preferred_element_type=acc)
-    g_bias = jnp.sum(g_l, axis=tuple(range(g_l.ndim - 1)))
+def _probs(l, lse):
+    return jnp.exp(l - lse[..., None])
+
+
+def _scaled_backward_matmuls(u, unembed, grad, scale):
+    """Cotangents of ``u U + c`` for the logits cotangent ``scale[..., None] * grad``:
+    (g_u, g_U, g_c) in the accumulation dtype. ``grad`` [..., V] is in the compute dtype and
+    the per-position ``scale`` [...] is applied on the narrow side of each matmul, so no
+    vocabulary-sized pass is spent on it."""
+    acc = scale.dtype
+    g_u = scale[..., None] * jnp.einsum("...v,sv->...s", grad, unembed.astype(u.dtype), preferred_element_type=acc)
+    scaled_u = (scale[..., None] * u.astype(acc)).astype(u.dtype)
+    g_unembed = jnp.einsum("...s,...v->sv", scaled_u, grad, preferred_element_type=acc)
+    g_bias = jnp.sum(scale[..., None] * grad.astype(acc), axis=tuple(range(grad.ndim - 1)))
     return g_u, g_unembed, g_bias
 
 
@@ -99,15 +117,14 @@ def _nll(u, targets, unembed, bias):
 
 
 def _nll_fwd(u, targets, unembed, bias):
-    probs, onehot, l = _probs_and_onehot(u, unembed, bias, targets)
-    nll = jax.nn.logsumexp(l, axis=-1) - jnp.sum(onehot * l, axis=-1)
-    return nll, (u, targets, unembed, bias, (probs - onehot).astype(u.dtype))
+    l, lse, target_logit, is_target = _log_softmax_parts(u, unembed, bias, targets)
+    grad = (_probs(l, lse) - is_target).astype(u.dtype)  # softmax - onehot
+    return lse - target_logit, (u, targets, unembed, bias, grad)
 
 
 def _nll_bwd(residuals, g_nll):
-    u, targets, unembed, bias, g_logits = residuals
-    g_l = g_nll[..., None] * g_logits.astype(g_nll.dtype)
-    g_u, g_unembed, g_bias = _backward_matmuls(u, unembed, g_l)
+    u, targets, unembed, bias, grad = residuals
+    g_u, g_unembed, g_bias = _scaled_backward_matmuls(u, unembed, grad, g_nll)
     return (g_u.astype(u.dtype), _float0_like(targets), g_unembed.astype(unembed.dtype),
             g_bias.astype(bias.dtype))
 
@@ -123,29 +140,32 @@ def _softmax_grad(u, targets, coef, unembed, bias):
 
 
 def _softmax_grad_fwd(u, targets, coef, unembed, bias):
-    probs, onehot, _ = _probs_and_onehot(u, unembed, bias, targets)
-    e = coef[..., None].astype(probs.dtype) * (probs - onehot)
+    l, lse, _, is_target = _log_softmax_parts(u, unembed, bias, targets)
+    e = coef[..., None].astype(l.dtype) * (_probs(l, lse) - is_target)
     du = jnp.einsum("...v,sv->...s", e.astype(u.dtype), unembed.astype(u.dtype),
-                    preferred_element_type=probs.dtype)
-    return du, (u, targets, coef, unembed, bias)
+                    preferred_element_type=l.dtype)
+    return du, (u, targets, coef, unembed, bias, lse)
 
 
 def _softmax_grad_bwd(residuals, g_du):
-    u, targets, coef, unembed, bias = residuals
-    probs, onehot, _ = _probs_and_onehot(u, unembed, bias, targets)  # recomputed, one chunk
+    u, targets, coef, unembed, bias, lse = residuals
+    probs = _probs(logits(u, unembed, bias), lse)  # recomputed, one chunk; lse kept from the forward
     acc = probs.dtype
-    scale = coef[..., None].astype(acc)
+    is_target = jnp.arange(probs.shape[-1]) == targets[..., None]
+    scale = coef.astype(acc)
     g_du_in = g_du.astype(u.dtype)
     g_pe = jnp.einsum("...s,sv->...v", g_du_in, unembed.astype(u.dtype), preferred_element_type=acc)
-    g_coef = jnp.sum(g_pe * (probs - onehot), axis=-1)
-    g_probs = scale * g_pe
-    g_l = probs * (g_probs - jnp.sum(probs * g_probs, axis=-1, keepdims=True))
-    g_u, g_unembed, g_bias = _backward_matmuls(u, unembed, g_l)
-    e = (scale * (probs - onehot)).astype(u.dtype)
-    g_unembed = g_unembed + jnp.einsum("...s,...v->sv", g_du_in, e, preferred_element_type=acc)
+    # With e = scale (P - onehot): g_coef = <g_pe, P - onehot>, and the logits' cotangent is
+    # scale * P (g_pe - <P, g_pe>), one reduction <P, g_pe> serving both.
+    mean_g = jnp.sum(probs * g_pe, axis=-1)
+    g_coef = mean_g - jnp.sum(jnp.where(is_target, g_pe, 0), axis=-1)
+    g_u, g_unembed, g_bias = _scaled_backward_matmuls(
+        u, unembed, (probs * (g_pe - mean_g[..., None])).astype(u.dtype), scale)
+    scaled_g_du = (scale[..., None] * g_du.astype(acc)).astype(u.dtype)
+    g_unembed = g_unembed + jnp.einsum("...s,...v->sv", scaled_g_du, (probs - is_target).astype(u.dtype),
+                                       preferred_element_type=acc)
     return (g_u.astype(u.dtype), _float0_like(targets), g_coef.astype(coef.dtype),
             g_unembed.astype(unembed.dtype), g_bias.astype(bias.dtype))
 
 
 _softmax_grad.defvjp(_softmax_grad_fwd, _softmax_grad_bwd)
-

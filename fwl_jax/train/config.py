@@ -15,7 +15,7 @@ from fwl_jax.ops.fwl import FAST_TENSORS, FWLConfig
 IDENTITY = {"data": ("dataset", "corpus", "vocab_size", "seq_len", "seed"),
             "model": None, "fwl": None, "train": ("seed", "batch_size", "grad_accum_steps")}
 SPEED_ONLY = {"model": ("remat", "attention_impl"),
-              "fwl": ("attention_method", "chunk_size", "unembed_chunk")}
+              "fwl": ("attention_method", "chunk_size", "attention_mixed_precision", "unembed_chunk")}
 
 
 class ConfigError(ValueError):
@@ -36,7 +36,8 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
                         inner_loss_scale=f.inner_loss_scale or 1.0 / config.data.seq_len,
                         hidden_mult=f.hidden_mult, step_size_init=f.step_size_init,
                         meta_gradient=f.meta_gradient, attention_method=f.attention_method,
-                        chunk_size=f.chunk_size, fast_update=fast_update,
+                        chunk_size=f.chunk_size, attention_mixed_precision=f.attention_mixed_precision,
+                        fast_update=fast_update,
                         inner_loss_normalization=f.inner_loss_normalization,
                         unembed_chunk=f.unembed_chunk)
         return ModelConfig(
