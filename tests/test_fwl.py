@@ -184,6 +184,9 @@ def test_bfloat16_inputs(mixed):
     logits, state = fwl.fwl_logits(params, h.astype(jnp.bfloat16), targets, weights, cfg, segment_ids=seg)
     assert logits.dtype == jnp.float32
     assert all(s.dtype == jnp.float32 for s in state.values())
+    other = dataclasses.replace(cfg, attention_mixed_precision=not mixed)
+    assert float(jnp.abs(logits - fwl.fwl_logits(params, h.astype(jnp.bfloat16), targets, weights, other,
+                                                  segment_ids=seg)[0]).max()) > 0  # the setting reaches the head
     # bf16 matmul inputs: ~2^-8 relative error per rounding, a few roundings deep.
     assert float(jnp.abs(logits - ref).max()) < 5e-2 * float(jnp.abs(ref).max())
     for name in ref_state:

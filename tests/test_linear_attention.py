@@ -2,6 +2,7 @@
 gradients; plus the cost model's decisions, bad input and bfloat16."""
 
 import json
+import re
 from pathlib import Path
 
 import jax
@@ -167,6 +168,47 @@ def test_bfloat16_mixed_precision_outputs_and_gradients(method, combine):
         errors[name] = float(jnp.abs(m - w).max()) / scale
         assert errors[name] < 2e-2, name
     assert errors["out"] > 1e-5  # the second products really are rounded
+
+
+def _dot_operand_dtypes(fn, *args):
+    """The operand element types of every dot_general in ``fn``'s lowered program."""
+    text = jax.jit(fn).lower(*args).as_text()
+    return [tuple(re.findall(r"x(bf16|f16|f32|f64)>", line.split(" : (")[1].split(") ->")[0]))
+            for line in text.splitlines() if "stablehlo.dot_general" in line]
+
+
+@pytest.mark.parametrize("method", ["quadratic", "chunked", "recurrent"])
+def test_mixed_precision_runs_every_matmul_in_bfloat16(method):
+    """Forward and backward: with mixed precision every matmul takes bfloat16 operands; without
+    it the second products and the backward's matmuls take float32 ones."""
+    q, k, v, s0 = (x.astype(jnp.bfloat16) for x in _inputs(8, 2, 20, 8, 12, jnp.float32))
+    seg = _segments([1] * 7 + [2] * 13, 2, 20)
+
+    def loss(q, k, v, s0, mixed):
+        out, final = la.causal_linear_attention(q, k, v, segment_ids=seg, initial_state=s0.astype(jnp.float32),
+                                                method=method, chunk_size=8, mixed_precision=mixed)
+        return out.sum() + final.sum()
+
+    for mixed in (True, False):
+        dtypes = _dot_operand_dtypes(jax.grad(lambda *a: loss(*a, mixed), argnums=(0, 1, 2, 3)), q, k, v, s0)
+        assert len(dtypes) >= 4 and all(len(d) == 2 for d in dtypes)
+        if mixed:
+            assert all(d == ("bf16", "bf16") for d in dtypes), dtypes
+        else:
+            assert sum("f32" in d for d in dtypes) >= 2, dtypes
+
+
+def test_mixed_precision_keeps_forward_mode_and_float16():
+    q, k, v, _ = (x.astype(jnp.bfloat16) for x in _inputs(9, 1, 12, 4, 6, jnp.float32))
+    fn = lambda q: la.causal_linear_attention(q, k, v, method="quadratic")[0]  # noqa: E731
+    out, tangent = jax.jvp(fn, (q,), (jnp.ones_like(q),))
+    want = jax.jvp(lambda q: la.causal_linear_attention(q, k, v, method="quadratic", mixed_precision=False)[0],
+                   (q,), (jnp.ones_like(q),))
+    np.testing.assert_allclose(np.asarray(tangent), np.asarray(want[1]), rtol=2e-2, atol=2e-2)
+    # float16: scores beyond float16's range stay finite (float32 operands whatever the flag).
+    big = jnp.full((1, 4, 768), 12.0, jnp.float16)
+    out, _ = la.causal_linear_attention(big, big, big[..., :2], method="quadratic")
+    assert bool(jnp.isfinite(out).all())
 
 
 def test_cost_model_decisions():

@@ -62,7 +62,8 @@ class FWLConfig:
     ln_eps: float = 1e-6  # LayerNorm epsilon: (z - mean) / sqrt(var + ln_eps)
     fast_update: tuple[str, ...] = FAST_TENSORS  # tensors that take the per-position step
     inner_loss_normalization: str = "sum"  # "sum" (scaled) or "prefix_mean"
-    unembed_chunk: int = 256  # positions per chunk of the vocabulary-sized work (0: whole window)
+    unembed_chunk: int = 256  # positions per chunk of the vocabulary-sized work (0: whole window;
+    # the chunks are unrolled, so compile time grows with T / unembed_chunk)
 
     def __post_init__(self):
         object.__setattr__(self, "fast_update", tuple(self.fast_update))

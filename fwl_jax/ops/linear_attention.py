@@ -45,12 +45,14 @@ Methods (all exact; they differ only in cost):
 Inputs may be bfloat16; every product is accumulated and every state is kept in at least
 float32 (float64 inputs stay float64). ``out`` and ``final_state`` are returned in that
 accumulation dtype, so sums are never rounded to the input precision. With
-``mixed_precision=True`` (the default) the second products, masked scores times values and
-queries times carried states, take their operands in the inputs' dtype, as flash attention
-does with its probabilities, and the backward's matmuls take their cotangents in it too: with
-bfloat16 inputs every matmul runs in bfloat16 (with a float32 accumulator), while the states
-and the sums stay in float32. ``False`` keeps the second products' operands, and so the
-backward's matmuls, in the accumulation dtype. For float32 or wider inputs the two are the same.
+``mixed_precision=True`` (the default) and bfloat16 inputs, the second products, masked
+scores times values and queries times carried states, take their operands in bfloat16, as
+flash attention does with its probabilities, and the backward's matmuls take their
+cotangents in it too: every matmul runs in bfloat16 (with a float32 accumulator), while the
+states and the sums stay in float32. ``False`` keeps the second products' operands, and so
+the backward's matmuls, in the accumulation dtype. For float32 or wider inputs the two are
+the same, and float16 inputs always keep float32 operands (scores and states are unbounded
+and would overflow float16's range).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 METHODS = ("quadratic", "chunked", "recurrent", "auto")
 CHUNK_COMBINES = ("associative", "scan", "auto")
@@ -252,8 +255,9 @@ def causal_linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
       chunk_size: C, tokens per chunk for "chunked"; T need not be a multiple of it. 0 (the
         default) lets the cost model choose it from ``CHUNK_SIZES``.
       chunk_combine: for "chunked": "associative", "scan" or "auto".
-      mixed_precision: the second products (scores x values, queries x carried states) take
-        their operands in the inputs' dtype (True) or in the accumulation dtype (False).
+      mixed_precision: with bfloat16 inputs, the second products (scores x values, queries x
+        carried states) and the backward's matmuls take their operands in bfloat16 (True) or
+        in the accumulation dtype (False).
 
     Returns:
       out: [B, T, Dv] and final_state: [B, Dk, Dv], both in the accumulation dtype.
@@ -263,7 +267,10 @@ def causal_linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     dv = v.shape[2]
     method, chunk_combine, chunk_size = resolve(batch, length, dk, dv, method, chunk_size, chunk_combine)
     sums, inputs = accumulation_dtype(q.dtype, k.dtype, v.dtype), jnp.result_type(q.dtype, k.dtype, v.dtype)
-    acc = _Dtypes(sums, inputs if mixed_precision and inputs != sums else None)
+    # Only for inputs with float32's exponent range (bfloat16): scores and states, unlike
+    # attention probabilities, are unbounded and would overflow float16.
+    wide_range = jnp.finfo(inputs).maxexp >= jnp.finfo(jnp.float32).maxexp
+    acc = _Dtypes(sums, inputs if mixed_precision and inputs != sums and wide_range else None)
     runs = segment_runs(segment_ids, batch, length)
     s0 = None if initial_state is None else initial_state.astype(acc.sums)
     if method == "quadratic":
@@ -275,10 +282,11 @@ def causal_linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
 
 @dataclasses.dataclass(frozen=True)
 class _Dtypes:
-    """``sums``: the accumulation dtype; ``products``: the operand dtype of the second products."""
+    """``sums``: the accumulation dtype; ``inputs``: the inputs' dtype where mixed precision
+    applies (None where it does not); ``products``: the second products' operand dtype."""
 
     sums: jnp.dtype
-    inputs: jnp.dtype | None  # None: the second products' operands stay in ``sums``
+    inputs: jnp.dtype | None
 
     @property
     def products(self):
@@ -289,28 +297,31 @@ def _einsum(spec, a, b, *, acc):
     """``einsum(spec, a, b)`` accumulated in ``acc.sums``. Under mixed precision, with both
     operands in the inputs' dtype, the backward rounds the cotangent to that dtype too, so
     its matmuls also run in it (as a bfloat16 network's backward does) instead of promoting
-    to float32."""
+    to float32 (:func:`_mixed_einsum_jvp`)."""
     if acc.inputs is not None and a.dtype == b.dtype == acc.inputs:
         return _mixed_einsum(spec, acc.sums, a, b)
     return jnp.einsum(spec, a, b, preferred_element_type=acc.sums)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _mixed_einsum(spec, out_dtype, a, b):
     return jnp.einsum(spec, a, b, preferred_element_type=out_dtype)
 
 
-def _mixed_einsum_fwd(spec, out_dtype, a, b):
-    return _mixed_einsum(spec, out_dtype, a, b), (a, b)
+def _mixed_einsum_jvp(spec, out_dtype, primals, tangents):
+    """Tangents in the operands' dtype: ``einsum(da, b) + einsum(a, db)`` rounded to it and
+    widened. Transposed for the backward, the widening becomes the cotangent's rounding and
+    the einsums become matmuls in the operands' dtype. Forward mode keeps working."""
+    a, b = primals
+    narrow = lambda x, y: jnp.einsum(spec, x, y, preferred_element_type=a.dtype).astype(out_dtype)  # noqa: E731
+    da, db = tangents
+    terms = ([] if isinstance(da, SymbolicZero) else [narrow(da, b)]) + (
+        [] if isinstance(db, SymbolicZero) else [narrow(a, db)])
+    out = _mixed_einsum(spec, out_dtype, a, b)
+    return out, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
 
 
-def _mixed_einsum_bwd(spec, out_dtype, residuals, g):
-    a, b = residuals
-    _, vjp = jax.vjp(lambda a, b: jnp.einsum(spec, a, b, preferred_element_type=a.dtype), a, b)
-    return vjp(g.astype(a.dtype))
-
-
-_mixed_einsum.defvjp(_mixed_einsum_fwd, _mixed_einsum_bwd)
+_mixed_einsum.defjvp(_mixed_einsum_jvp, symbolic_zeros=True)
 
 
 def _quadratic(q, k, v, runs, s0, acc):

@@ -3,8 +3,9 @@
 Everything here is token-local: position t's result depends on ``u_t`` [s] (the head's output
 before the unembedding), the unembedding ``U`` [s, V] and bias ``c`` [V], and its target, so
 positions can be split into chunks freely. Each function runs over chunks of ``chunk``
-positions (unrolled; the last one may be shorter), so a [B, chunk, V] slice of logits is
-what exists at a time, and its VJP is written out so that what is kept for the backward pass is chosen,
+positions (unrolled; the last one may be shorter), so each vocabulary-sized temporary is a
+[B, chunk, V] slice (XLA may still run some chunks side by side: the chunk bounds each
+array's size, not how many are alive), and its VJP is written out so that what is kept for the backward pass is chosen,
 not left to autodiff:
 
 * :func:`token_nll`: ``-log softmax(u U + c)[target]`` [B, T]. Keeps ``G = softmax - onehot``

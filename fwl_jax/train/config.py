@@ -11,7 +11,8 @@ from fwl_jax.models import ModelConfig
 from fwl_jax.ops.fwl import FAST_TENSORS, FWLConfig
 
 # Sections whose values must match a checkpoint's to resume from it (None: all fields but
-# those in SPEED_ONLY, which change how the same numbers are computed, not what they are).
+# those in SPEED_ONLY, which change how the same quantities are computed (the method, the
+# chunking, the rounding of intermediate products), not what they are).
 IDENTITY = {"data": ("dataset", "corpus", "vocab_size", "seq_len", "seed"),
             "model": None, "fwl": None, "train": ("seed", "batch_size", "grad_accum_steps")}
 SPEED_ONLY = {"model": ("remat", "attention_impl"),
