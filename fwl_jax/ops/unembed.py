@@ -5,7 +5,8 @@ before the unembedding), the unembedding ``U`` [s, V] and bias ``c`` [V], and it
 positions can be split into chunks freely. Each function runs over chunks of ``chunk``
 positions (unrolled; the last one may be shorter), so each vocabulary-sized temporary is a
 [B, chunk, V] slice (XLA may still run some chunks side by side: the chunk bounds each
-array's size, not how many are alive), and its VJP is written out so that what is kept for the backward pass is chosen,
+array's size, not how many are alive), and its VJP is written out so that what is kept for
+the backward pass is chosen,
 not left to autodiff:
 
 * :func:`token_nll`: ``-log softmax(u U + c)[target]`` [B, T]. Keeps ``G = softmax - onehot``
@@ -67,7 +68,7 @@ def _over_chunks(fn, per_position, shared, chunk):
 
     The chunks are unrolled (static slices, the last one shorter), not a ``lax.map``: a
     loop would stack each chunk's backward residuals (the [B, chunk, V] softmax-minus-onehot)
-    into one buffer and copy them in and out, about a quarter of the head's time on an H200.
+    into one buffer and copy them in and out, about a fifth of the plain head's time on an H200.
     """
     length = per_position[0].shape[1]
     if chunk <= 0 or chunk >= length:
