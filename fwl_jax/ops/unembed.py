@@ -6,8 +6,7 @@ positions can be split into chunks freely. Each function runs over chunks of ``c
 positions (unrolled; the last one may be shorter), so each vocabulary-sized temporary is a
 [B, chunk, V] slice (XLA may still run some chunks side by side: the chunk bounds each
 array's size, not how many are alive), and its VJP is written out so that what is kept for
-the backward pass is chosen,
-not left to autodiff:
+the backward pass is chosen, not left to autodiff:
 
 * :func:`token_nll`: ``-log softmax(u U + c)[target]`` [B, T]. Keeps ``G = softmax - onehot``
   in u's dtype (the compute dtype: its only uses are the backward matmuls); backward is
