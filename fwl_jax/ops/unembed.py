@@ -4,9 +4,10 @@ Everything here is token-local: position t's result depends on ``u_t`` [s] (the 
 before the unembedding), the unembedding ``U`` [s, V] and bias ``c`` [V], and its target, so
 positions can be split into chunks freely. Each function runs over chunks of ``chunk``
 positions (unrolled; the last one may be shorter), so each vocabulary-sized temporary is a
-[B, chunk, V] slice (XLA may still run some chunks side by side: the chunk bounds each
-array's size, not how many are alive), and its VJP is written out so that what is kept for
-the backward pass is chosen, not left to autodiff:
+[B, chunk, V] slice, and its VJP is written out so that what is kept for the backward pass
+is chosen, not left to autodiff. XLA may run unrolled chunks side by side; the backward of
+:func:`softmax_gradient`, which recomputes [B, chunk, V] float32 arrays, is chained so that
+it runs one chunk after another (one chunk's recomputed arrays alive at a time):
 
 * :func:`token_nll`: ``-log softmax(u U + c)[target]`` [B, T]. Keeps ``G = softmax - onehot``
   in u's dtype (the compute dtype: its only uses are the backward matmuls); backward is
@@ -59,22 +60,48 @@ def softmax_gradient(u: jax.Array, unembed: jax.Array, bias: jax.Array, targets:
 
     ``coef`` [B, T] scales each position (its weight times the inner-loss scale).
     """
-    return _over_chunks(_softmax_grad, (u, targets, coef), (unembed, bias), chunk)
+    return _over_chunks(_softmax_grad, (u, targets, coef), (unembed, bias), chunk, serial_backward=True)
 
 
-def _over_chunks(fn, per_position, shared, chunk):
+def _over_chunks(fn, per_position, shared, chunk, *, serial_backward=False):
     """``fn(*per_position_chunk, *shared)`` over chunks of the position axis (axis 1).
 
     The chunks are unrolled (static slices, the last one shorter), not a ``lax.map``: a
     loop would stack each chunk's backward residuals (the [B, chunk, V] softmax-minus-onehot)
     into one buffer and copy them in and out, about a fifth of the plain head's time on an H200.
+    XLA may run unrolled chunks side by side. ``serial_backward`` makes their backward passes
+    run one after another, last chunk first (see :func:`_backward_after`), for an ``fn``
+    whose backward recomputes vocabulary-sized arrays: only one chunk's are then alive.
     """
     length = per_position[0].shape[1]
     if chunk <= 0 or chunk >= length:
         return fn(*per_position, *shared)
-    outs = [fn(*(x[:, start:start + chunk] for x in per_position), *shared)
-            for start in range(0, length, chunk)]
+    outs = []
+    for start in range(0, length, chunk):
+        first, *rest = (x[:, start:start + chunk] for x in per_position)
+        if serial_backward and outs:
+            outs[-1], first = _backward_after(outs[-1], first)
+        outs.append(fn(first, *rest, *shared))
     return jnp.concatenate(outs, axis=1)
+
+
+@jax.custom_vjp
+def _backward_after(earlier, later):
+    """Identity on (the earlier chunk's output, the later chunk's input). In the backward pass
+    the earlier output's cotangent is released together with the later input's, which exists
+    only once the later chunk's backward has run: the earlier chunk's backward must wait."""
+    return earlier, later
+
+
+def _backward_after_fwd(earlier, later):
+    return (earlier, later), None
+
+
+def _backward_after_bwd(_, cotangents):
+    return jax.lax.optimization_barrier(cotangents)
+
+
+_backward_after.defvjp(_backward_after_fwd, _backward_after_bwd)
 
 
 def _float0_like(x):
@@ -149,6 +176,8 @@ def _softmax_grad_fwd(u, targets, coef, unembed, bias):
 
 
 def _softmax_grad_bwd(residuals, g_du):
+    # Nothing of this backward (the logits' recomputation included) starts before g_du exists.
+    residuals, g_du = jax.lax.optimization_barrier((residuals, g_du))
     u, targets, coef, unembed, bias, lse = residuals
     probs = _probs(logits(u, unembed, bias), lse)  # recomputed, one chunk; lse kept from the forward
     acc = probs.dtype
