@@ -210,9 +210,13 @@ class DynamicScorer:
         s, part = self.settings, self.settings.params
         theta0, rest = split_params(self._layout(params), part)
         lane_params, state = carry
-        lane_params = jax.tree.map(
-            lambda t, t0: jnp.where(new_doc.reshape((-1,) + (1,) * t0.ndim) > 0, t0[None], t),
-            lane_params, theta0)
+
+        def reset(lane_params):  # lanes that start a document take the trained parameters
+            return jax.tree.map(lambda t, t0: jnp.where(new_doc.reshape((-1,) + (1,) * t0.ndim) > 0, t0[None], t),
+                                lane_params, theta0)
+        # Most windows start no document (all but the first of each): skip the pass over every
+        # lane's parameters then.
+        lane_params = jax.lax.cond(jnp.any(new_doc > 0), reset, lambda p: p, lane_params)
         if state is not None:
             state = jax.tree.map(
                 lambda x: x * keep.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype), state)
