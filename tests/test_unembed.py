@@ -5,6 +5,7 @@ chunk), float64 and bfloat16; and the heads' token_nll against their logits."""
 import dataclasses
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -65,45 +66,37 @@ def test_softmax_gradient_matches_autodiff(x64, chunk):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
 
 
-def _is_vocab_matmul(eqn, vocab):
-    shape = eqn.outvars[0].aval.shape
-    return eqn.primitive.name == "dot_general" and len(shape) == 3 and shape[-1] == vocab
-
-
-def _backward_vocab_matmuls(jaxpr, vocab):
-    """For each matmul of the backward pass (one with an optimization barrier among its
-    ancestors) with a [B, chunk, V] output: whether another such matmul is among its ancestors."""
-    made_by, found = {}, []
-    for eqn in jaxpr.eqns:
+def _backward_vocab_matmul_ancestry(jaxpr, vocab):
+    """For each [B, chunk, V] matmul of the backward pass (one with an optimization barrier
+    among its ancestors): how many vocabulary-sized matmuls ([.., V] outputs, [s, V] ones
+    included) of the backward pass are among its ancestors."""
+    above = {}  # var -> the ids of the vocabulary-sized matmuls and barriers it depends on
+    kinds, counts = {}, []
+    for index, eqn in enumerate(jaxpr.eqns):
+        deps = set().union(*(above.get(v, set()) for v in eqn.invars if not isinstance(v, jax.extend.core.Literal)))
+        backward = any(kinds[d] == "barrier" for d in deps)
+        shape = eqn.outvars[0].aval.shape
+        if eqn.primitive.name == "optimization_barrier":
+            kinds[index] = "barrier"
+        elif eqn.primitive.name == "dot_general" and shape[-1] == vocab and backward:
+            kinds[index] = "matmul"
+            if len(shape) == 3:
+                counts.append(sum(kinds[d] == "matmul" for d in deps))
+        mine = deps | ({index} if index in kinds else set())
         for out in eqn.outvars:
-            made_by[out] = eqn
-
-    def ancestors(eqn, seen):
-        for var in eqn.invars:
-            parent = None if type(var).__name__ == "Literal" else made_by.get(var)
-            if parent is not None and id(parent) not in seen:
-                seen[id(parent)] = parent
-                ancestors(parent, seen)
-        return seen.values()
-    for eqn in jaxpr.eqns:
-        if _is_vocab_matmul(eqn, vocab):
-            above = list(ancestors(eqn, {}))
-            if any(a.primitive.name == "optimization_barrier" for a in above):
-                found.append(any(_is_vocab_matmul(a, vocab) and any(b.primitive.name == "optimization_barrier" for b in ancestors(a, {}))
-                                 for a in above))
-    return found
+            above[out] = mine
+    return sorted(counts)
 
 
 def test_softmax_gradient_backward_runs_chunk_after_chunk():
-    """The chunks' backward passes are chained (last chunk first), so only one chunk's
-    recomputed [B, chunk, V] arrays need be alive: every vocabulary-sized matmul of the
-    backward but the two of the first chunk it runs (the recomputed logits and g_du U)
-    depends on one of an earlier chunk."""
-    u, w, c, targets, coef = _inputs(jnp.float32)
+    """The chunks' backward passes are chained, last chunk first, so that only one chunk's
+    recomputed [B, chunk, V] arrays need be alive: each chunk's backward (its recomputed
+    logits and g_du U) depends on all four vocabulary-sized matmuls of every chunk before it
+    in the chain (those two and the two for g_U), none running beside it."""
+    u, w, c, targets, coef = _inputs(jnp.float32)  # 7 positions: chunks of 2, 2, 2 and 1
     loss = lambda u, w: jnp.sum(unembed.softmax_gradient(u, w, c, targets, coef, chunk=2) ** 2)  # noqa: E731
-    found = _backward_vocab_matmuls(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(u, w).jaxpr, V)
-    assert len(found) == 2 * 4  # two a chunk, 4 chunks of 7 positions
-    assert found.count(False) == 2
+    counts = _backward_vocab_matmul_ancestry(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(u, w).jaxpr, V)
+    assert counts == [0, 0, 4, 4, 8, 8, 12, 12]
 
 
 def test_softmax_gradient_second_order(x64):

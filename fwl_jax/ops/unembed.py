@@ -7,7 +7,7 @@ positions (unrolled; the last one may be shorter), so each vocabulary-sized temp
 [B, chunk, V] slice, and its VJP is written out so that what is kept for the backward pass
 is chosen, not left to autodiff. XLA may run unrolled chunks side by side; the backward of
 :func:`softmax_gradient`, which recomputes [B, chunk, V] float32 arrays, is chained so that
-it runs one chunk after another (one chunk's recomputed arrays alive at a time):
+on GPU it runs one chunk after another (one chunk's recomputed arrays alive at a time):
 
 * :func:`token_nll`: ``-log softmax(u U + c)[target]`` [B, T]. Keeps ``G = softmax - onehot``
   in u's dtype (the compute dtype: its only uses are the backward matmuls); backward is
@@ -69,27 +69,33 @@ def _over_chunks(fn, per_position, shared, chunk, *, serial_backward=False):
     The chunks are unrolled (static slices, the last one shorter), not a ``lax.map``: a
     loop would stack each chunk's backward residuals (the [B, chunk, V] softmax-minus-onehot)
     into one buffer and copy them in and out, about a fifth of the plain head's time on an H200.
-    XLA may run unrolled chunks side by side. ``serial_backward`` makes their backward passes
-    run one after another, last chunk first (see :func:`_backward_after`), for an ``fn``
-    whose backward recomputes vocabulary-sized arrays: only one chunk's are then alive.
+    XLA may run unrolled chunks side by side. ``serial_backward`` chains their backward passes,
+    last chunk first (see :func:`_backward_after`), for an ``fn`` whose backward recomputes
+    vocabulary-sized arrays: on GPU only one chunk's are then alive (XLA's CPU compiler drops
+    the barriers that make the chain, and orders the work as it likes).
     """
     length = per_position[0].shape[1]
     if chunk <= 0 or chunk >= length:
         return fn(*per_position, *shared)
     outs = []
     for start in range(0, length, chunk):
-        first, *rest = (x[:, start:start + chunk] for x in per_position)
+        pieces = [x[:, start:start + chunk] for x in per_position]
+        these = tuple(shared)
         if serial_backward and outs:
-            outs[-1], first = _backward_after(outs[-1], first)
-        outs.append(fn(first, *rest, *shared))
+            floats = [i for i, x in enumerate(pieces) if jnp.issubdtype(x.dtype, jnp.floating)]
+            outs[-1], (moved, these) = _backward_after(outs[-1], ([pieces[i] for i in floats], these))
+            for i, x in zip(floats, moved):
+                pieces[i] = x
+        outs.append(fn(*pieces, *these))
     return jnp.concatenate(outs, axis=1)
 
 
 @jax.custom_vjp
 def _backward_after(earlier, later):
-    """Identity on (the earlier chunk's output, the later chunk's input). In the backward pass
-    the earlier output's cotangent is released together with the later input's, which exists
-    only once the later chunk's backward has run: the earlier chunk's backward must wait."""
+    """Identity on (the earlier chunk's output, the later chunk's floating inputs: its slices
+    and the shared unembedding and bias). In the backward pass the earlier output's cotangent
+    is released together with every cotangent of the later chunk's inputs, which all exist
+    only once the later chunk's backward is done: the earlier chunk's backward must wait."""
     return earlier, later
 
 
