@@ -7,7 +7,8 @@ checkpoint; the documents are `--documents` random-token documents of `--doc_len
 (speed does not depend on the tokens).
 
 Usage: python bench/eval_cost.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
-           [--documents=16] [--doc_len=4096] [--segment_len=128] [--workdir=RUN] [--json=PATH]
+           [--documents=16] [--doc_len=4096] [--segment_len=128] [--merge_every=0[,F...]]
+           [--workdir=RUN] [--json=PATH]
 """
 
 import sys
@@ -30,6 +31,8 @@ def _extra(values):
     flags.DEFINE_integer("doc_len", 4096, "tokens per document", flag_values=values)
     flags.DEFINE_integer("segment_len", 128, "dynamic evaluation's segment", flag_values=values)
     flags.DEFINE_float("lr", 1e-5, "dynamic evaluation's SGD step", flag_values=values)
+    flags.DEFINE_list("merge_every", ["0"], "dynamic evaluation's merge_every (DynamicSettings); several "
+                      "values give a row each", flag_values=values)
     flags.DEFINE_string("workdir", None, "read parameters from this run", flag_values=values)
     flags.DEFINE_integer("profile", 0, "also print (and write to the JSON) the top N ops of each mode, "
                          "traced over one more pass", flag_values=values)
@@ -49,7 +52,9 @@ def main(argv=None) -> dict:
     split = _documents(values.documents, values.doc_len, config.data.vocab_size)
     lanes = min(config.eval.batch_size, values.documents)
     rows = {}
-    for name, fwl_enabled in (("standard", False), ("fwl", True), ("dynamic", False)):
+    merges = [int(m) for m in values.merge_every]
+    dynamic = [("dynamic" if len(merges) == 1 else f"dynamic merge_every={m}", False, m) for m in merges]
+    for name, fwl_enabled, merge_every in [("standard", False, None), ("fwl", True, None)] + dynamic:
         c = config.copy_and_resolve_references()
         with c.unlocked():
             c.model.fwl_enabled = fwl_enabled
@@ -59,8 +64,8 @@ def main(argv=None) -> dict:
                 params = restore_params(values.workdir, trainer.abstract_state().params)
             else:
                 params = trainer.init_state(0).params
-            if name == "dynamic":
-                settings = DynamicSettings(segment_len=values.segment_len, lr=values.lr)
+            if merge_every is not None:
+                settings = DynamicSettings(segment_len=values.segment_len, lr=values.lr, merge_every=merge_every)
                 scorer = DynamicScorer(trainer.model, mesh, settings)
             else:
                 scorer = WindowScorer(trainer.model, mesh)
@@ -77,14 +82,15 @@ def main(argv=None) -> dict:
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
               "documents": values.documents, "doc_len": values.doc_len, "lanes": lanes,
               "seq_len": config.data.seq_len, "segment_len": values.segment_len,
-              "fwl_speed_vs_dynamic": rows["fwl"]["tokens_per_s"] / rows["dynamic"]["tokens_per_s"],
+              "fwl_speed_vs_dynamic": rows["fwl"]["tokens_per_s"] / rows[dynamic[0][0]]["tokens_per_s"],
               "rows": rows}
     print(f"{report['device']}, jax {report['jax']}, {values.documents} documents of "
           f"{values.doc_len} tokens, {lanes} lanes, windows of {config.data.seq_len}")
     print("mode | tokens/s | cost vs standard")
     for name, r in rows.items():
         print(f"{name} | {r['tokens_per_s']:,.0f} | {r['cost_vs_standard']:.2f}")
-    print(f"FWL evaluation is {report['fwl_speed_vs_dynamic']:.2f}x the speed of dynamic evaluation")
+    print(f"FWL evaluation is {report['fwl_speed_vs_dynamic']:.2f}x the speed of dynamic evaluation"
+          + ("" if len(dynamic) == 1 else f" ({dynamic[0][0]})"))
     write_json(report, values.json)
     return report
 

@@ -31,9 +31,8 @@ def write_json(report: dict, path: str | None) -> None:
 def op_profile(fn: Callable[[], object], top: int = 20) -> dict:
     """Where the time of ``fn()`` goes, op by op: runs it once under `jax.profiler.trace`
     (run it once before, so compilation is not traced) and sums the traced XLA ops' times by
-    their HLO name. Device ops (GPU kernels) when the trace has any, else the host's (CPU);
-    an op that encloses others on its timeline (a while loop's event around its body's) is
-    left out, so every moment is counted once. This process's trace only (one host). With
+    their HLO name (`summarize_op_events`). Device ops (GPU kernels) when the trace has any,
+    else the host's (CPU). This process's trace only (one host). With
     GPU command buffers on, XLA runs many kernels as one graph whose ops the trace does not
     name: set ``XLA_FLAGS=--xla_gpu_enable_command_buffer=`` to see them.
 
@@ -42,7 +41,6 @@ def op_profile(fn: Callable[[], object], top: int = 20) -> dict:
     """
     import glob
     import tempfile
-    from collections import defaultdict
 
     from jax.profiler import ProfileData
 
@@ -53,30 +51,36 @@ def op_profile(fn: Callable[[], object], top: int = 20) -> dict:
         if not paths:
             raise RuntimeError("jax.profiler wrote no trace: is another profiler session running?")
         data = ProfileData.from_file(paths[0])
-    seconds, calls, names = defaultdict(float), defaultdict(int), {}
     planes = list(data.planes)
     device = [p for p in planes if p.name.startswith("/device:")]
-    for plane in device or planes:
-        for line in plane.lines:
-            events = []
-            for event in line.events:
-                stats = dict(event.stats)
-                if stats.get("hlo_op") and not event.name.startswith("end:"):
-                    events.append((event.start_ns, -event.duration_ns, event.duration_ns, stats))
-            events.sort(key=lambda e: e[:2])
-            for i, (start, _, duration, stats) in enumerate(events):
-                if i + 1 < len(events) and events[i + 1][0] < start + duration:
-                    continue  # it encloses the next op: count the inner ones
-                key = (str(stats["hlo_op"]), str(stats.get("hlo_module", "")))
-                seconds[key] += duration * 1e-9
-                calls[key] += 1
-                if "long_name" in stats:
-                    names[key] = str(stats["long_name"])[:300]
+    lines = [[(event.start_ns, event.duration_ns, dict(event.stats)) for event in line.events
+              if not event.name.startswith("end:")] for plane in device or planes for line in plane.lines]
+    return {**summarize_op_events(lines, top), "device": bool(device)}
+
+
+def summarize_op_events(lines, top: int = 20) -> dict:
+    """`op_profile`'s sums from the traced events of each timeline, given as lists of
+    (start_ns, duration_ns, stats). An event that contains the next one whole (a while loop's
+    around its body's ops) is left out; events that merely overlap (consecutive GPU kernels
+    may, on Hopper) are both counted."""
+    from collections import defaultdict
+    seconds, calls, names = defaultdict(float), defaultdict(int), {}
+    for line in lines:
+        events = sorted(((start, -duration, duration, stats) for start, duration, stats in line
+                         if stats.get("hlo_op")), key=lambda e: e[:2])
+        for i, (start, _, duration, stats) in enumerate(events):
+            if i + 1 < len(events) and events[i + 1][0] + events[i + 1][2] <= start + duration:
+                continue  # it contains the next op: count the inner ones
+            key = (str(stats["hlo_op"]), str(stats.get("hlo_module", "")))
+            seconds[key] += duration * 1e-9
+            calls[key] += 1
+            if "long_name" in stats:
+                names[key] = str(stats["long_name"])[:300]
     total = sum(seconds.values())
     ops = [{"op": op, "module": module, "seconds": s, "share": s / total if total else 0.0,
             "calls": calls[(op, module)], **({"long_name": names[(op, module)]} if (op, module) in names else {})}
            for (op, module), s in sorted(seconds.items(), key=lambda kv: -kv[1])[:top]]
-    return {"total_s": total, "device": bool(device), "ops": ops}
+    return {"total_s": total, "ops": ops}
 
 
 def print_op_profile(profile: dict, title: str) -> None:

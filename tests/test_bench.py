@@ -101,3 +101,17 @@ def test_scaling_tiny(tmp_path, monkeypatch):
         assert r["mfu"] > 0  # against the 1 TFLOP/s peak given
     assert rows[("fsdp_tp2", 2)]["mfu"] / rows[("data", 1)]["mfu"] == pytest.approx(rows[("fsdp_tp2", 2)]["efficiency"])
     assert (tmp_path / "scaling.json").exists()
+
+
+def test_op_profile_sums_kernels_not_their_enclosing_loop():
+    """A while loop's event contains its body's kernels: it is left out and they are counted.
+    Consecutive kernels that overlap by a little (Hopper may start the next one early) are
+    both counted: a containment rule that also dropped overlapping events lost most of a
+    dynamic-evaluation trace's time."""
+    from fwl_jax.timing import summarize_op_events
+    op = lambda name: {"hlo_op": name, "hlo_module": "m"}  # noqa: E731
+    line = [(0, 1000, op("while")), (10, 300, op("a")), (320, 100, op("b")),
+            (2000, 500, op("c")), (2490, 400, op("d")), (3000, 10, {"name": "not an XLA op"})]
+    summary = summarize_op_events([line], top=10)
+    assert {o["op"]: round(o["seconds"] * 1e9) for o in summary["ops"]} == {"a": 300, "b": 100, "c": 500, "d": 400}
+    assert abs(summary["total_s"] * 1e9 - 1300) < 1e-6

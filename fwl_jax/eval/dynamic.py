@@ -34,12 +34,14 @@ import dataclasses
 import functools
 
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from fwl_jax.data import FIELDS
 from fwl_jax.models import TransformerLM
+from fwl_jax.models.transformer import Dense
 from fwl_jax.models.decode import init_cache
 from fwl_jax.ops import fwl as fwl_ops
 
@@ -56,6 +58,7 @@ class DynamicSettings:
     eps: float = 1e-8  # rms: added to sqrt(ms)
     rms_floor: float = 0.1  # rms: sqrt(ms) at least this times its tensor's mean (0: the published rule)
     params: str = "all"  # which parameters adapt: all, head or body
+    merge_every: int = 0  # sgd: segments whose kernel steps stay low-rank factors (0: the most, up to 4)
 
     def check(self, seq_len: int) -> None:
         if self.rule not in RULES or self.params not in PARTS:
@@ -63,6 +66,16 @@ class DynamicSettings:
                              f"got {self.rule!r}, {self.params!r}")
         if self.segment_len < 1 or seq_len % self.segment_len:
             raise ValueError(f"segment_len {self.segment_len} must divide seq_len {seq_len}")
+        segments = seq_len // self.segment_len
+        if self.merge_every < 0 or (self.merge_every and segments % self.merge_every):
+            raise ValueError(f"merge_every {self.merge_every} must divide the {segments} segments of a "
+                             f"window (seq_len / segment_len), or be 0 to choose")
+
+    def group(self, seq_len: int) -> int:
+        """Segments per merge of the kernels' low-rank steps: `merge_every`, or for 0 the
+        largest divisor of the window's segment count up to 4."""
+        segments = seq_len // self.segment_len
+        return self.merge_every or max(f for f in range(1, min(4, segments) + 1) if segments % f == 0)
 
 
 def unrolled(model: TransformerLM) -> TransformerLM:
@@ -228,73 +241,178 @@ class DynamicScorer:
         return nll.reshape(lanes, length), (lane_params, state)
 
     def _lane(self, theta, state, segments, theta0, rest):
-        """One document's window: scan over its segments (inputs [K, S])."""
-        s, model = self.settings, self.model
-        cache = init_cache(model, 1)
-        # SGD moves only the embedding rows of the segment's tokens: their step comes from the
-        # gradient of the looked-up vectors (added as `delta` at the lookup), scattered into the
-        # table, instead of a dense [V, d] gradient per lane and segment.
-        path = _EMBEDDING.get(s.params) if s.rule == "sgd" else None
-        dtype = model.config.compute_dtype
+        """One document's window: its segments (inputs [K, S]) in order."""
+        if self.settings.rule == "sgd":
+            return self._lane_sgd(theta, state, segments, rest)
+        return self._lane_rms(theta, state, segments, theta0, rest)
 
-        def segment_loss(theta, delta, state, cache, seg, table):
-            params = merge_params(theta if path is None else _put(theta, path, table), rest, s.params)
-            weights = seg["weights"].astype(jnp.float32)[None]
-
-            def add_delta(next_fun, args, kwargs, context):
-                out = next_fun(*args, **kwargs)
-                if isinstance(context.module, nn.Embed) and context.method_name == "__call__":
-                    return out + delta.astype(out.dtype)
-                return out
-            with nn.intercept_methods(add_delta) if path is not None else contextlib.nullcontext():
-                h, mutated = model.apply({"params": params, "cache": cache}, seg["inputs"][None],
-                                         decode=True, method=TransformerLM.hidden, mutable=["cache"])
+    def _segment_nll(self, params, cache, state, seg, intercept=None, linear=None):
+        """A segment's (token nll [S], mean loss, new cache, new state) with `params`."""
+        model = self.model
+        weights = seg["weights"].astype(jnp.float32)[None]
+        with nn.intercept_methods(intercept) if intercept else contextlib.nullcontext():
+            h, mutated = model.apply({"params": params, "cache": cache}, seg["inputs"][None],
+                                     decode=True, method=TransformerLM.hidden, mutable=["cache"])
+        if linear is None:
             batched = None if state is None else jax.tree.map(lambda x: x[None], state)
-            nll, new_state = model.apply({"params": params}, h, seg["targets"][None],
-                                         weights, None, batched,
+            nll, new_state = model.apply({"params": params}, h, seg["targets"][None], weights, None, batched,
                                          method=lambda m, *a: m.head.token_nll(*a))
-            nll = nll[0].astype(jnp.float32) * weights[0]
             new_state = None if new_state is None else jax.tree.map(lambda x: x[0], new_state)
-            loss = jnp.sum(nll) / jnp.maximum(jnp.sum(weights), 1.0)
-            return loss, (nll, mutated["cache"], new_state)
+        else:  # the plain head, its kernels through `linear`; a segment's logits are small
+            nll = model.apply({"params": params}, h, seg["targets"][None], linear,
+                              method=lambda m, *a: _plain_head_nll(m.head.head_params(), *a, m.config.fwl))
+            new_state = state
+        nll = nll[0].astype(jnp.float32) * weights[0]
+        return nll, jnp.sum(nll) / jnp.maximum(jnp.sum(weights), 1.0), mutated["cache"], new_state
+
+    def _lane_rms(self, theta, state, segments, theta0, rest):
+        s = self.settings
 
         def step(carry, seg):
             theta, state, cache = carry
             # A padding segment (no weights) changes nothing: its step size is zero.
             active = jnp.any(seg["weights"] > 0).astype(jnp.float32)
-            lr = s.lr * active
-            table = None
-            if path is not None:
-                table, theta = _pop(theta, path)
-            delta = jnp.zeros((1, s.segment_len, model.config.d_model), dtype)
-            (_, (nll, cache, state)), (grad, d_delta) = jax.value_and_grad(
-                segment_loss, argnums=(0, 1), has_aux=True)(theta, delta, state, cache, seg, table)
-            if s.rule == "sgd":
-                theta = sgd_update(theta, grad, lr=lr)
-            else:
-                theta = rms_step(theta, grad, theta0, *self.rms, lr=lr, decay=s.decay * active, eps=s.eps)
-            if path is not None:
-                table = table.at[seg["inputs"]].add(-lr * d_delta[0].astype(table.dtype))
-                theta = _put(theta, path, table)
+
+            def loss(theta):
+                nll, mean, cache_out, state_out = self._segment_nll(merge_params(theta, rest, s.params),
+                                                                    cache, state, seg)
+                return mean, (nll, cache_out, state_out)
+            (_, (nll, cache, state)), grad = jax.value_and_grad(loss, has_aux=True)(theta)
+            theta = rms_step(theta, grad, theta0, *self.rms, lr=s.lr * active, decay=s.decay * active, eps=s.eps)
             return (theta, state, cache), nll
 
-        (theta, state, _), nll = jax.lax.scan(step, (theta, state, cache), segments)
+        (theta, state, _), nll = jax.lax.scan(step, (theta, state, init_cache(self.model, 1)), segments)
         return nll, theta, state
+
+    def _lane_sgd(self, theta, state, segments, rest):
+        """SGD, with the kernels' steps kept as low-rank factors within a group of segments.
+
+        A segment's gradient for a kernel W (x @ W in the model) is X^T G: X the segment's
+        inputs to that matmul [S, in], G the gradient of its outputs [S, out]. Within a group of
+        `merge_every` segments the kernels stay as they were at the group's start (cast once to
+        the compute dtype) and each later segment adds sum_j (x X_j^T)(-lr G_j) to the matmul's
+        output; after the group the factors are merged into the float32 kernels in one matmul
+        X^T G each. Same function as stepping the kernels after every segment, without a
+        kernel-sized gradient, update and cast per segment and lane. Other parameters (vectors,
+        the embedding table) step after every segment; the table by a scatter into the rows of
+        the segment's tokens (its dense gradient is zero elsewhere)."""
+        s, model = self.settings, self.model
+        dtype = model.config.compute_dtype
+        acc = jnp.promote_types(dtype, jnp.float32)
+        flat = traverse_util.flatten_dict(theta)
+        kernels = {p: flat.pop(p) for p in self._kernel_paths(flat)}
+        table_path = _EMBEDDING.get(s.params)
+        table = None if table_path is None else flat.pop(table_path)
+        group = s.group(model.config.max_len)
+        groups = jax.tree.map(lambda x: x.reshape((-1, group) + x.shape[1:]), segments)
+        part_path = (lambda path: path) if s.params == "all" else (
+            lambda path: path[1:] if path[0] == s.params else None)
+
+        def segment_loss(others, delta, taps, table, copies, history, state, cache, seg):
+            inputs = {}
+
+            def low_rank(path, x, y):  # y = x @ W_copy -> y + the group's earlier steps + the tap
+                n = seg["inputs"].shape[0]
+                x2, y2 = x.astype(dtype).reshape(n, -1), y.reshape(n, -1)
+                inputs[path] = x2
+                if path in history:
+                    xs, gs = history[path]
+                    scores = jnp.einsum("ni,ri->nr", x2, xs, preferred_element_type=acc).astype(dtype)
+                    y2 = (y2.astype(acc) + jnp.einsum("nr,ro->no", scores, gs, preferred_element_type=acc))
+                if taps is None:  # finding the taps' shapes
+                    taps_found[path] = jax.ShapeDtypeStruct(y2.shape, y.dtype)
+                    return y
+                return (y2.astype(y.dtype) + taps[path]).reshape(y.shape)
+
+            def intercept(next_fun, args, kwargs, context):
+                out = next_fun(*args, **kwargs)
+                if context.method_name != "__call__":
+                    return out
+                if isinstance(context.module, nn.Embed) and table is not None:
+                    return out + delta.astype(out.dtype)
+                if isinstance(context.module, Dense):
+                    path = part_path(context.module.path + ("kernel",))
+                    if path in copies:
+                        return low_rank(path, args[0], out)
+                return out
+
+            def linear(name, x, w):
+                y = jnp.einsum("...i,ij->...j", x, w.astype(x.dtype), preferred_element_type=acc)
+                path = part_path(("head", name))
+                return low_rank(path, x, y) if path in copies else y
+
+            merged = {**others, **copies}
+            if table is not None:
+                merged[table_path] = table
+            params = merge_params(traverse_util.unflatten_dict(merged), rest, s.params)
+            head_linear = linear if self._head_kernels else None
+            nll, mean, cache, state = self._segment_nll(params, cache, state, seg, intercept, head_linear)
+            return mean, (nll, cache, state, inputs)
+
+        def segment_step(carry, seg, copies, history):
+            others, table, state, cache = carry
+            # A padding segment (no weights) changes nothing: its step size is zero.
+            lr = s.lr * jnp.any(seg["weights"] > 0).astype(jnp.float32)
+            delta = jnp.zeros((1, s.segment_len, model.config.d_model), dtype)
+            taps = jax.tree.map(lambda t: jnp.zeros(t.shape, t.dtype), taps_found)
+            (_, (nll, cache, state, inputs)), (grad, d_delta, d_taps) = jax.value_and_grad(
+                segment_loss, argnums=(0, 1, 2), has_aux=True)(others, delta, taps, table, copies, history,
+                                                                state, cache, seg)
+            others = sgd_update(others, grad, lr=lr)
+            if table is not None:
+                table = table.at[seg["inputs"]].add(-lr * d_delta[0].astype(table.dtype))
+            steps = {p: (inputs[p], (-lr * d_taps[p].astype(acc)).astype(dtype)) for p in taps}
+            return (others, table, state, cache), nll, steps
+
+        def group_step(carry, segs):
+            others, table, kernels, state, cache = carry
+            copies = {p: k.astype(dtype) for p, k in kernels.items()}
+            history, nlls, inner = {}, [], (others, table, state, cache)
+            for i in range(group):
+                inner, nll, steps = segment_step(inner, jax.tree.map(lambda x: x[i], segs), copies, history)
+                history = {p: steps[p] if p not in history else
+                           tuple(jnp.concatenate([a, b]) for a, b in zip(history[p], steps[p])) for p in steps}
+                nlls.append(nll)
+            kernels = {p: k + jnp.einsum("ri,ro->io", *history[p], preferred_element_type=acc).reshape(k.shape)
+                       .astype(k.dtype) for p, k in kernels.items()}
+            others, table, state, cache = inner
+            return (others, table, kernels, state, cache), jnp.stack(nlls)
+
+        cache = init_cache(model, 1)
+        taps_found = {}  # the shapes of the matmuls' outputs, from one abstract pass
+        abstract = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)  # noqa: E731
+        jax.eval_shape(lambda *a: segment_loss(*a)[0], abstract(flat),
+                       jax.ShapeDtypeStruct((1, s.segment_len, model.config.d_model), dtype), None,
+                       abstract(table), {p: jax.ShapeDtypeStruct(k.shape, dtype) for p, k in kernels.items()},
+                       {}, abstract(state), abstract(cache), abstract(jax.tree.map(lambda x: x[0, 0], groups)))
+        (others, table, kernels, state, _), nll = jax.lax.scan(group_step, (flat, table, kernels, state, cache),
+                                                               groups)
+        merged = {**others, **kernels}
+        if table is not None:
+            merged[table_path] = table
+        return nll.reshape(-1, s.segment_len), traverse_util.unflatten_dict(merged), state
+
+    @property
+    def _head_kernels(self) -> bool:
+        """Whether the head's kernels adapt as low-rank steps (the plain head's, when selected)."""
+        return not self.model.config.fwl_enabled and self.settings.params in ("all", "head")
+
+    def _kernel_paths(self, flat: dict) -> tuple:
+        """The adapted kernels stepped as low-rank factors: the body's matmul kernels and the
+        plain head's (paths within the adapted parameters)."""
+        part = self.settings.params
+        full = (lambda path: path) if part == "all" else (lambda path: (part,) + path)
+        heads = {("head", n) for n in ("W1", "W2", "unembed")} if self._head_kernels else set()
+        return tuple(p for p in flat if (full(p)[0] == "body" and p[-1] == "kernel") or full(p) in heads)
+
+def _plain_head_nll(head_params, h, targets, linear, cfg):
+    """The plain head's per-position cross-entropy [B, T] with its kernels through `linear`."""
+    u = fwl_ops.slow_features(head_params, h, cfg, linear=linear)
+    logits = linear("unembed", u, head_params["unembed"]) + head_params["unembed_bias"].astype(jnp.float32)
+    return (jax.nn.logsumexp(logits, axis=-1)
+            - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0])
 
 
 # Where the body's embedding table lies in the adapted parameters, by `params`.
 _EMBEDDING = {"all": ("body", "embed", "embedding"), "body": ("embed", "embedding")}
 
-
-def _pop(tree: dict, path: tuple):
-    """(tree[path], tree without it)."""
-    if len(path) == 1:
-        return tree[path[0]], {k: v for k, v in tree.items() if k != path[0]}
-    leaf, inner = _pop(tree[path[0]], path[1:])
-    return leaf, {**tree, path[0]: inner}
-
-
-def _put(tree: dict, path: tuple, leaf) -> dict:
-    if len(path) == 1:
-        return {**tree, path[0]: leaf}
-    return {**tree, path[0]: _put(tree[path[0]], path[1:], leaf)}

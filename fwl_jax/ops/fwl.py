@@ -156,26 +156,31 @@ def _layer_norm(z, eps):
 Prefix = Callable[[str, jax.Array], jax.Array]
 
 
-def _forward(params, h, cfg: FWLConfig, prefix: Prefix | None = None):
+Linear = Callable[[str, jax.Array, jax.Array], jax.Array]
+
+
+def _forward(params, h, cfg: FWLConfig, prefix: Prefix | None = None, linear: Linear | None = None):
     """The head up to the unembedding, slow (``prefix`` None) or fast.
 
     Returns ``u`` [..., s] in h's dtype (the unembedding's input) and the intermediates.
     ``prefix(name, query)`` gives the summed gradient of tensor ``name`` applied to the
     layer's fast-pass input ``query`` (kernels) or the summed gradient itself (vectors).
+    ``linear(name, x, kernel)``, if given, replaces ``x @ kernel`` for ``W1`` and ``W2``.
     """
     acc = accumulation_dtype(h.dtype)
     eta = step_sizes(params)
+    dense = linear or (lambda name, x, w: _dense(x, w, acc))
 
     def updated(name, value, query=None):
         if prefix is None or name not in cfg.fast_update:
             return value
         return value - eta[name].astype(acc) * prefix(name, query)
 
-    z1 = updated("W1", _dense(h, params["W1"], acc), h) + updated("b1", params["b1"].astype(acc))
+    z1 = updated("W1", dense("W1", h, params["W1"]), h) + updated("b1", params["b1"].astype(acc))
     relu1 = jax.nn.relu(z1)
     a = jnp.square(relu1)
     a_in = a.astype(h.dtype)
-    z2 = updated("W2", _dense(a_in, params["W2"], acc), a_in) + updated("b2", params["b2"].astype(acc))
+    z2 = updated("W2", dense("W2", a_in, params["W2"]), a_in) + updated("b2", params["b2"].astype(acc))
     n, rstd = _layer_norm(z2, cfg.ln_eps)
     g = updated("ln_scale", params["ln_scale"].astype(acc))
     u = g * n + updated("ln_bias", params["ln_bias"].astype(acc))
@@ -185,6 +190,12 @@ def _forward(params, h, cfg: FWLConfig, prefix: Prefix | None = None):
 def slow_logits(params: dict, h: jax.Array, cfg: FWLConfig) -> jax.Array:
     """The ordinary head: [..., d] -> [..., V] logits (at least float32)."""
     return unembed.logits(_forward(params, h, cfg)[0], params["unembed"], params["unembed_bias"])
+
+
+def slow_features(params: dict, h: jax.Array, cfg: FWLConfig, linear: Linear | None = None) -> jax.Array:
+    """The ordinary head's input to the unembedding, ``u`` [..., s] in h's dtype (see
+    ``_forward`` for ``linear``)."""
+    return _forward(params, h, cfg, linear=linear)[0]
 
 
 def slow_token_nll(params: dict, h: jax.Array, targets: jax.Array, cfg: FWLConfig) -> jax.Array:
