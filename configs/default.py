@@ -94,6 +94,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.eps = 1e-8  # dynamic, rms: added to the root mean squared gradient
     c.eval.rms_floor = 0.1  # dynamic, rms: sqrt(ms) floored at this times its tensor's mean; 0 = as published
     c.eval.dynamic_params = "all"  # dynamic: which parameters adapt: all, head or body
+    c.eval.merge_every = 0  # dynamic, sgd: segments whose kernel steps stay low-rank before a merge; 0 = 2 (or 1)
     c.eval.ms_batches = 20  # dynamic, rms: training batches for the mean squared gradient
     c.eval.name = ""  # eval.py: file stem of the report under WORKDIR/eval; "" = SPLIT_MODE[_CARRY]
     c.eval.sweep = ""  # eval.py: comma-separated values of lr (dynamic modes) or step size

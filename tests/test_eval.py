@@ -296,6 +296,9 @@ def test_dynamic_modes_and_sweep_end_to_end(tmp_path):
     with pytest.raises(ConfigError, match="segment_len 24 must divide seq_len 64"):
         evaluate_run(config(**{"eval.mode": "dynamic", "eval.segment_len": 24}),
                      tmp_path / "run", devices=devices)
+    with pytest.raises(ConfigError, match="merge_every 3 must divide the 2 segments"):
+        evaluate_run(config(**{"eval.mode": "dynamic", "eval.merge_every": 3}),
+                     tmp_path / "run", devices=devices)
 
 
 def reference_dynamic(model, params, split, settings, ms=None, return_theta=False):
@@ -363,6 +366,75 @@ def test_dynamic_matches_its_definition(fwl_enabled, part, rule, dtype):
     assert np.abs(scores.nll - still.nll).max() > 1e-2, "the steps must change the scores"
     tolerance = 1e-4 if dtype == "float32" else 2e-2  # bfloat16: the two programs round differently
     np.testing.assert_allclose(scores.nll, reference, rtol=tolerance, atol=tolerance / 10)
+
+
+@pytest.mark.parametrize("fwl_enabled,part", [(False, "all"), (True, "body")])
+def test_dynamic_low_rank_steps_equal_the_definition_for_every_merge(fwl_enabled, part):
+    """SGD keeps the kernels' steps as low-rank factors for `merge_every` segments: with four
+    segments a window, merging after every segment, every two and every four (three earlier
+    segments' factors inside the last one) all equal the plain loop, which steps every
+    parameter after every segment (the body's kernels; with the plain head, its W1, W2 and
+    unembedding too)."""
+    from fwl_jax.eval.dynamic import DynamicSettings
+    model, params = make_model(fwl_enabled)
+    split = make_split()
+    reference = reference_dynamic(model, params, split, DynamicSettings(L // 4, lr=0.3, params=part))
+    still = dynamic_scores(model, params, split, DynamicSettings(L // 4, lr=0.0, params=part))
+    assert np.abs(reference - still.nll).max() > 1e-2, "the steps must change the scores"
+    for merge_every in (1, 2, 4):
+        scores = dynamic_scores(model, params, split, DynamicSettings(L // 4, lr=0.3, params=part,
+                                                                      merge_every=merge_every))
+        np.testing.assert_allclose(scores.nll, reference, rtol=1e-4, atol=1e-5, err_msg=f"merge_every={merge_every}")
+
+
+def _dot_output_shapes(jaxpr, shapes):
+    """Output shapes of every dot_general in `jaxpr` and its sub-jaxprs (scan and cond bodies)."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            shapes.append(tuple(eqn.outvars[0].aval.shape))
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    _dot_output_shapes(inner, shapes)
+    return shapes
+
+
+@pytest.mark.parametrize("merge_every", [2, 4])
+def test_dynamic_kernel_steps_are_merged_once_a_group(merge_every):
+    """The window's program forms each adapted kernel's step once per group of segments (one
+    kernel-shaped matmul in the scanned group), not once per segment as a dense gradient
+    would: every kernel of the body and of the plain head (W1, W2, unembedding)."""
+    from flax import traverse_util
+
+    from fwl_jax.eval.dynamic import DynamicScorer, DynamicSettings
+    model, params = make_model(fwl_enabled=False)
+    lanes = 2
+    scorer = DynamicScorer(model, make_mesh(devices=jax.devices()[:1]),
+                           DynamicSettings(L // 4, lr=0.3, merge_every=merge_every))
+    batch = {k: jnp.ones((lanes, L), jnp.int32) for k in ("inputs", "targets", "weights", "segment_ids",
+                                                           "positions")}
+    carry = scorer.initial(params, lanes)
+    ones = jnp.ones((lanes,), jnp.float32)
+    shapes = _dot_output_shapes(jax.make_jaxpr(scorer._window)(params, batch, carry, ones, ones).jaxpr, [])
+    in_dims = {"out": 2}  # the attention's output kernel [heads, head_dim, d]
+    kernels = {}
+    for path, x in traverse_util.flatten_dict(params).items():
+        if path[-1] == "kernel" or path in {("head", "W1"), ("head", "W2"), ("head", "unembed")}:
+            n = in_dims.get(path[-2], 1)
+            flat = (lanes, int(np.prod(x.shape[:n])), int(np.prod(x.shape[n:])))
+            kernels[flat] = kernels.get(flat, 0) + 1
+    assert len(kernels) >= 5, kernels
+    for flat, count in kernels.items():
+        assert shapes.count(flat) == count, (flat, shapes.count(flat), count)
+
+
+def test_dynamic_merge_every_must_divide_the_segments():
+    from fwl_jax.eval.dynamic import DynamicSettings
+    assert DynamicSettings(L // 4).group(L) == 2 and DynamicSettings(L // 4, merge_every=4).group(L) == 4
+    assert DynamicSettings(L).group(L) == 1
+    with pytest.raises(ValueError, match="merge_every 3 must divide the 4 segments"):
+        DynamicSettings(L // 4, merge_every=3).check(L)
 
 
 @pytest.mark.parametrize("fwl_enabled", [False, True])

@@ -24,7 +24,8 @@ speed-only settings): with `scan_layers` each segment's gradient would be gather
 zero-filled stacked [layers, lanes, ...] buffers (and transposed) before the update, and a
 segment's activations are small enough to keep. With SGD the embedding table's step touches
 only the rows of the segment's tokens, and is applied as a scatter into the table (the same
-step as the dense gradient's, without a [V, d] gradient per lane and segment).
+step as the dense gradient's, without a [V, d] gradient per lane and segment), and each
+matmul kernel's step is kept as low-rank factors for `merge_every` segments (`_lane_sgd`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class DynamicSettings:
     eps: float = 1e-8  # rms: added to sqrt(ms)
     rms_floor: float = 0.1  # rms: sqrt(ms) at least this times its tensor's mean (0: the published rule)
     params: str = "all"  # which parameters adapt: all, head or body
-    merge_every: int = 0  # sgd: segments whose kernel steps stay low-rank factors (0: the most, up to 4)
+    merge_every: int = 0  # sgd: segments whose kernel steps stay low-rank factors (0: 2 where it divides)
 
     def check(self, seq_len: int) -> None:
         if self.rule not in RULES or self.params not in PARTS:
@@ -73,9 +74,10 @@ class DynamicSettings:
 
     def group(self, seq_len: int) -> int:
         """Segments per merge of the kernels' low-rank steps: `merge_every`, or for 0 the
-        largest divisor of the window's segment count up to 4."""
+        largest divisor of the window's segment count up to 2 (on an H200 at bench_ref, 2 and 4
+        ran at the same speed and 1 at 0.86x; 4 compiled longer, 8 did not compile in 5 minutes)."""
         segments = seq_len // self.segment_len
-        return self.merge_every or max(f for f in range(1, min(4, segments) + 1) if segments % f == 0)
+        return self.merge_every or (2 if segments % 2 == 0 else 1)
 
 
 def unrolled(model: TransformerLM) -> TransformerLM:

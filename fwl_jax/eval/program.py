@@ -77,7 +77,7 @@ def _dynamic_settings(config, lr: float) -> DynamicSettings:
     e = config.eval
     return DynamicSettings(segment_len=e.segment_len or config.data.seq_len, lr=lr,
                            rule=e.rule, decay=e.decay, eps=e.eps, rms_floor=e.rms_floor,
-                           params=e.dynamic_params)
+                           params=e.dynamic_params, merge_every=e.merge_every)
 
 
 def _sweep_values(text: str) -> list[float]:
