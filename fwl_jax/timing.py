@@ -69,7 +69,7 @@ def summarize_op_events(lines, top: int = 20) -> dict:
         events = sorted(((start, -duration, duration, stats) for start, duration, stats in line
                          if stats.get("hlo_op")), key=lambda e: e[:2])
         for i, (start, _, duration, stats) in enumerate(events):
-            if i + 1 < len(events) and events[i + 1][0] + events[i + 1][2] <= start + duration:
+            if i + 1 < len(events) and 0 < events[i + 1][2] and events[i + 1][0] + events[i + 1][2] <= start + duration:
                 continue  # it contains the next op: count the inner ones
             key = (str(stats["hlo_op"]), str(stats.get("hlo_module", "")))
             seconds[key] += duration * 1e-9

@@ -78,6 +78,19 @@ def test_eval_cost_tiny():
     assert report["fwl_speed_vs_dynamic"] == rows["fwl"]["tokens_per_s"] / rows["dynamic"]["tokens_per_s"]
 
 
+
+def test_eval_cost_rows_for_several_merges():
+    """`--merge_every=1,2`: one dynamic row each, over the same tokens, the same function (the
+    perplexities agree), the FWL's speed ratio taken against the first."""
+    report = _load("eval_cost").main(["eval_cost.py", "--config=configs/tiny.py", "--documents=2",
+                                      "--doc_len=100", "--segment_len=32", "--merge_every=1,2"])
+    rows = report["rows"]
+    assert list(rows) == ["standard", "fwl", "dynamic merge_every=1", "dynamic merge_every=2"]
+    one, two = rows["dynamic merge_every=1"], rows["dynamic merge_every=2"]
+    assert one["tokens"] == two["tokens"] == rows["standard"]["tokens"]
+    assert abs(one["perplexity"] - two["perplexity"]) < 1e-3 * one["perplexity"]
+    assert report["fwl_speed_vs_dynamic"] == rows["fwl"]["tokens_per_s"] / one["tokens_per_s"]
+
 def test_attention_tiny():
     report = _load("attention").main(["--shape=2,32,2,8", "--segments=1,3", "--impls=xla",
                                       "--dtype=float32", "--steps=1"])

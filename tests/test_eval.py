@@ -1,6 +1,7 @@
 """Evaluation: whole-document scoring against plain loops, the carried state against one
 fwl_logits call over the document, batch-size invariance, reports, figures."""
 
+import dataclasses
 import json
 
 import flax.linen as nn
@@ -368,8 +369,9 @@ def test_dynamic_matches_its_definition(fwl_enabled, part, rule, dtype):
     np.testing.assert_allclose(scores.nll, reference, rtol=tolerance, atol=tolerance / 10)
 
 
-@pytest.mark.parametrize("fwl_enabled,part", [(False, "all"), (True, "body")])
-def test_dynamic_low_rank_steps_equal_the_definition_for_every_merge(fwl_enabled, part):
+@pytest.mark.parametrize("fwl_enabled,part,dtype", [(False, "all", "float32"), (True, "body", "float32"),
+                                                   (False, "head", "float32"), (False, "all", "bfloat16")])
+def test_dynamic_low_rank_steps_equal_the_definition_for_every_merge(fwl_enabled, part, dtype):
     """SGD keeps the kernels' steps as low-rank factors for `merge_every` segments: with four
     segments a window, merging after every segment, every two and every four (three earlier
     segments' factors inside the last one) all equal the plain loop, which steps every
@@ -377,6 +379,7 @@ def test_dynamic_low_rank_steps_equal_the_definition_for_every_merge(fwl_enabled
     unembedding too)."""
     from fwl_jax.eval.dynamic import DynamicSettings
     model, params = make_model(fwl_enabled)
+    model = TransformerLM(dataclasses.replace(model.config, dtype=dtype))
     split = make_split()
     reference = reference_dynamic(model, params, split, DynamicSettings(L // 4, lr=0.3, params=part))
     still = dynamic_scores(model, params, split, DynamicSettings(L // 4, lr=0.0, params=part))
@@ -384,20 +387,24 @@ def test_dynamic_low_rank_steps_equal_the_definition_for_every_merge(fwl_enabled
     for merge_every in (1, 2, 4):
         scores = dynamic_scores(model, params, split, DynamicSettings(L // 4, lr=0.3, params=part,
                                                                       merge_every=merge_every))
-        np.testing.assert_allclose(scores.nll, reference, rtol=1e-4, atol=1e-5, err_msg=f"merge_every={merge_every}")
+        # bfloat16: the two programs round differently and large steps compound it (the dense
+        # steps of session 7 were as far off), so also ask for the error to be far below the steps'
+        tolerance = 1e-4 if dtype == "float32" else 5e-2
+        np.testing.assert_allclose(scores.nll, reference, rtol=tolerance, atol=tolerance / 10,
+                                   err_msg=f"merge_every={merge_every}")
+        error, moved = np.abs(scores.nll - reference).mean(), np.abs(still.nll - reference).mean()
+        assert error < 0.1 * moved, (merge_every, error, moved)
 
 
-def _dot_output_shapes(jaxpr, shapes):
-    """Output shapes of every dot_general in `jaxpr` and its sub-jaxprs (scan and cond bodies)."""
+def _all_eqns(jaxpr):
+    """The equations of `jaxpr` and of its sub-jaxprs (scan and cond bodies, ...)."""
     for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            shapes.append(tuple(eqn.outvars[0].aval.shape))
+        yield eqn
         for value in eqn.params.values():
             for sub in value if isinstance(value, (tuple, list)) else (value,):
                 inner = getattr(sub, "jaxpr", sub)
                 if hasattr(inner, "eqns"):
-                    _dot_output_shapes(inner, shapes)
-    return shapes
+                    yield from _all_eqns(inner)
 
 
 @pytest.mark.parametrize("merge_every", [2, 4])
@@ -416,7 +423,11 @@ def test_dynamic_kernel_steps_are_merged_once_a_group(merge_every):
                                                            "positions")}
     carry = scorer.initial(params, lanes)
     ones = jnp.ones((lanes,), jnp.float32)
-    shapes = _dot_output_shapes(jax.make_jaxpr(scorer._window)(params, batch, carry, ones, ones).jaxpr, [])
+    jaxpr = jax.make_jaxpr(scorer._window)(params, batch, carry, ones, ones).jaxpr
+    eqns = list(_all_eqns(jaxpr))
+    shapes = [tuple(e.outvars[0].aval.shape) for e in eqns if e.primitive.name == "dot_general"]
+    # the scan runs over the window's groups, not its segments
+    assert [e.params["length"] for e in eqns if e.primitive.name == "scan"] == [4 // merge_every]
     in_dims = {"out": 2}  # the attention's output kernel [heads, head_dim, d]
     kernels = {}
     for path, x in traverse_util.flatten_dict(params).items():

@@ -17,7 +17,8 @@ Rules, for the selected parameters theta (theta0: the trained values):
        training batches, where a rare token's embedding row and unembedding column get almost
        no gradient (none at all if it is absent), and g / sqrt(ms) for them diverges the moment
        the token appears in the document; `rms_floor=0` is the published rule.
-One jit-compiled step per window: a `lax.scan` over its segments, vmapped over the lanes
+One jit-compiled step per window: a `lax.scan` over its segments (for SGD, over groups of
+`merge_every` segments, unrolled in the group), vmapped over the lanes
 (documents), each lane with its own copy of the selected parameters. The scorer runs the
 model with its layers unrolled and without rematerialisation (`unrolled`; the same function,
 speed-only settings): with `scan_layers` each segment's gradient would be gathered into
@@ -59,7 +60,7 @@ class DynamicSettings:
     eps: float = 1e-8  # rms: added to sqrt(ms)
     rms_floor: float = 0.1  # rms: sqrt(ms) at least this times its tensor's mean (0: the published rule)
     params: str = "all"  # which parameters adapt: all, head or body
-    merge_every: int = 0  # sgd: segments whose kernel steps stay low-rank factors (0: 2 where it divides)
+    merge_every: int = 0  # sgd only: segments whose kernel steps stay low-rank factors (0: 2 where it divides)
 
     def check(self, seq_len: int) -> None:
         if self.rule not in RULES or self.params not in PARTS:
@@ -260,7 +261,7 @@ class DynamicScorer:
             nll, new_state = model.apply({"params": params}, h, seg["targets"][None], weights, None, batched,
                                          method=lambda m, *a: m.head.token_nll(*a))
             new_state = None if new_state is None else jax.tree.map(lambda x: x[0], new_state)
-        else:  # the plain head, its kernels through `linear`; a segment's logits are small
+        else:  # the plain head, its kernels through `linear`; the segment's logits formed whole
             nll = model.apply({"params": params}, h, seg["targets"][None], linear,
                               method=lambda m, *a: _plain_head_nll(m.head.head_params(), *a, m.config.fwl))
             new_state = state
@@ -305,7 +306,10 @@ class DynamicScorer:
         kernels = {p: flat.pop(p) for p in self._kernel_paths(flat)}
         table_path = _EMBEDDING.get(s.params)
         table = None if table_path is None else flat.pop(table_path)
-        group = s.group(model.config.max_len)
+        group = s.group(segments["inputs"].shape[0] * s.segment_len)
+        if segments["inputs"].shape[0] % group:
+            raise ValueError(f"merge_every {group} must divide the {segments['inputs'].shape[0]} segments "
+                             "of a window (seq_len / segment_len)")
         groups = jax.tree.map(lambda x: x.reshape((-1, group) + x.shape[1:]), segments)
         part_path = (lambda path: path) if s.params == "all" else (
             lambda path: path[1:] if path[0] == s.params else None)
@@ -316,11 +320,14 @@ class DynamicScorer:
             def low_rank(path, x, y):  # y = x @ W_copy -> y + the group's earlier steps + the tap
                 n = seg["inputs"].shape[0]
                 x2, y2 = x.astype(dtype).reshape(n, -1), y.reshape(n, -1)
+                if path in inputs:
+                    raise NotImplementedError(f"the kernel {'/'.join(path)} is used twice in a segment: its "
+                                              "low-rank step needs one input per kernel")
                 inputs[path] = x2
                 if path in history:
                     xs, gs = history[path]
                     scores = jnp.einsum("ni,ri->nr", x2, xs, preferred_element_type=acc).astype(dtype)
-                    y2 = (y2.astype(acc) + jnp.einsum("nr,ro->no", scores, gs, preferred_element_type=acc))
+                    y2 = y2.astype(acc) - s.lr * jnp.einsum("nr,ro->no", scores, gs, preferred_element_type=acc)
                 if taps is None:  # finding the taps' shapes
                     taps_found[path] = jax.ShapeDtypeStruct(y2.shape, y.dtype)
                     return y
@@ -354,7 +361,8 @@ class DynamicScorer:
         def segment_step(carry, seg, copies, history):
             others, table, state, cache = carry
             # A padding segment (no weights) changes nothing: its step size is zero.
-            lr = s.lr * jnp.any(seg["weights"] > 0).astype(jnp.float32)
+            active = jnp.any(seg["weights"] > 0).astype(jnp.float32)
+            lr = s.lr * active
             delta = jnp.zeros((1, s.segment_len, model.config.d_model), dtype)
             taps = jax.tree.map(lambda t: jnp.zeros(t.shape, t.dtype), taps_found)
             (_, (nll, cache, state, inputs)), (grad, d_delta, d_taps) = jax.value_and_grad(
@@ -363,7 +371,9 @@ class DynamicScorer:
             others = sgd_update(others, grad, lr=lr)
             if table is not None:
                 table = table.at[seg["inputs"]].add(-lr * d_delta[0].astype(table.dtype))
-            steps = {p: (inputs[p], (-lr * d_taps[p].astype(acc)).astype(dtype)) for p in taps}
+            # The factors hold G (zero for a padding segment); lr is applied in float32 where
+            # they are used: lr * G can underflow in float16.
+            steps = {p: (inputs[p], (active.astype(d_taps[p].dtype) * d_taps[p]).astype(dtype)) for p in taps}
             return (others, table, state, cache), nll, steps
 
         def group_step(carry, segs):
@@ -375,7 +385,7 @@ class DynamicScorer:
                 history = {p: steps[p] if p not in history else
                            tuple(jnp.concatenate([a, b]) for a, b in zip(history[p], steps[p])) for p in steps}
                 nlls.append(nll)
-            kernels = {p: k + jnp.einsum("ri,ro->io", *history[p], preferred_element_type=acc).reshape(k.shape)
+            kernels = {p: k - s.lr * jnp.einsum("ri,ro->io", *history[p], preferred_element_type=acc).reshape(k.shape)
                        .astype(k.dtype) for p, k in kernels.items()}
             others, table, state, cache = inner
             return (others, table, kernels, state, cache), jnp.stack(nlls)
@@ -387,6 +397,9 @@ class DynamicScorer:
                        jax.ShapeDtypeStruct((1, s.segment_len, model.config.d_model), dtype), None,
                        abstract(table), {p: jax.ShapeDtypeStruct(k.shape, dtype) for p, k in kernels.items()},
                        {}, abstract(state), abstract(cache), abstract(jax.tree.map(lambda x: x[0, 0], groups)))
+        if set(kernels) - set(taps_found):
+            raise NotImplementedError(f"kernels {sorted(set(kernels) - set(taps_found))} are not reached by the "
+                                      "low-rank steps (only the body's `Dense` and the plain head's W1, W2, unembed are)")
         (others, table, kernels, state, _), nll = jax.lax.scan(group_step, (flat, table, kernels, state, cache),
                                                                groups)
         merged = {**others, **kernels}
