@@ -99,6 +99,13 @@ def test_attention_tiny():
         assert row["xla_ms"] > 0 and row["xla_max_diff"] == 0.0
 
 
+def test_cached_attention_tiny():
+    report = _load("attention").main(["--shape=2,32,2,8", "--cache_segment=8", "--dtype=float32", "--steps=1"])
+    assert [row["filled"] for row in report["rows"]] == [8, 16, 32]
+    for row in report["rows"]:
+        assert row["xla_ms"] > 0 and row["xla_max_diff"] == 0.0
+
+
 def test_scaling_tiny(tmp_path, monkeypatch):
     argv = ["scaling.py", "--config=configs/tiny.py", "--steps=1", "--warmup=1", "--devices=2,64",
             "--layouts=data,fsdp,fsdp_tp2", "--config.log.peak_tflops=1", f"--json={tmp_path}/scaling.json"]

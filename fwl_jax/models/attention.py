@@ -13,6 +13,11 @@ own segment (a segment is a run of equal ids). Implementations:
   row; a batch with more falls back to ``cudnn`` (both are compiled; ``lax.cond`` picks).
   This uses ``jax._src.cudnn.fused_attention_stablehlo.dot_product_attention`` (the packed
   mode has no public entry point in jax 0.10 / 0.11).
+
+``cached_attention(q, k, v, mask, filled, impl)``: T new queries over a key/value cache of L
+slots (decoding, and the segments of dynamic evaluation), ``mask`` [B, 1, T, L] saying which
+slots each query sees. With ``cudnn`` the mask is an additive bias and the slots from
+``filled`` on are padding: cuDNN skips their blocks instead of scoring every slot.
 """
 
 from __future__ import annotations
@@ -56,6 +61,22 @@ def causal_attention(q, k, v, segment_ids=None, impl: str = "xla", max_segments:
         return masked(impl)(q, k, v)
     lengths, offsets, fits = segment_layout(segment_ids, max_segments)
     return jax.lax.cond(fits, lambda q, k, v: _packed(q, k, v, lengths, offsets), masked("cudnn"), q, k, v)
+
+
+def cached_attention(q, k, v, mask, filled=None, impl: str = "xla"):
+    """[B, T, H, hd] attention of queries q over a cache k, v [B, L, K, hd] (module docstring);
+    ``filled`` [] int or None: the slots in use (those past it are masked for every query)."""
+    if impl == "xla":
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
+    if impl != "cudnn":
+        raise ValueError(f"cached attention implementation must be xla or cudnn, got {impl!r}")
+    if filled is None:
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
+    # The lengths are derived from q so that they carry q's batch dimensions under vmap (cuDNN's
+    # batching rule folds every vmapped dimension into B and expects the lengths to have them).
+    ones = jnp.ones(q.shape[:1], jnp.int32) + (q[:, 0, 0, 0] != q[:, 0, 0, 0]).astype(jnp.int32)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, query_seq_lengths=ones * q.shape[1],
+                                        key_value_seq_lengths=ones * filled, implementation="cudnn")
 
 
 def _packed(q, k, v, lengths, offsets):

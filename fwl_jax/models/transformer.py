@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fwl_jax.models.attention import causal_attention
+from fwl_jax.models.attention import cached_attention, causal_attention
 from fwl_jax.models.config import ModelConfig
 from fwl_jax.ops import fwl as fwl_ops
 
@@ -120,7 +120,9 @@ class Attention(nn.Module):
         q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "kv"))
         if self.decode:
             k, v, mask = self._update_cache(k, v, positions, index)
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
+            # cuDNN for several new tokens (a segment); one token at a time stays with XLA.
+            cudnn = cfg.attention_impl != "xla" and _cudnn_applies(q) and x.shape[1] % 2 == 0 == cfg.max_len % 2
+            out = cached_attention(q, k, v, mask, index.value, "cudnn" if cudnn else "xla")
         else:
             out = self._attend(q, k, v, segment_ids)
         out = nn.with_logical_constraint(out, ("batch", "length", "act_heads", "kv"))
