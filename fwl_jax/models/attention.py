@@ -70,6 +70,9 @@ def cached_attention(q, k, v, mask, filled=None, impl: str = "xla"):
         return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
     if impl != "cudnn":
         raise ValueError(f"cached attention implementation must be xla or cudnn, got {impl!r}")
+    # The mask broadcast over the heads: under vmap cuDNN's batching rule reshapes the bias to
+    # [B, heads, T, L] (jax 0.10 / 0.11), which fails for a bias with one head.
+    mask = jnp.broadcast_to(mask, mask.shape[:1] + (q.shape[2],) + mask.shape[2:])
     if filled is None:
         return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
     # The lengths are derived from q so that they carry q's batch dimensions under vmap (cuDNN's
