@@ -5,7 +5,8 @@ no mask, for reference), and each one's largest difference from `xla`.
 With ``--cache_segment=S``: instead, `cached_attention` as dynamic evaluation runs it, a
 segment of S queries per lane over a key/value cache of T slots, vmapped over the B lanes,
 at several fills of the cache (S, T/2, T slots in use): `xla`, `cudnn` scoring every slot, and
-`cudnn_filled` skipping the slots not filled yet.
+`cudnn_filled` skipping the slots not filled yet (the cuDNN ones on a GPU only; `--impls`
+and `--segments` do not apply).
 
 Usage: python bench/attention.py [--shape=B,T,H,hd] [--segments=1,2,4,16] [--impls=xla,cudnn,cudnn_packed]
            [--dtype=bfloat16] [--steps=10] [--cache_segment=S] [--json=PATH]

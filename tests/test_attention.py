@@ -63,15 +63,18 @@ def test_cudnn_matches_xla_on_gpu(impl, max_segments):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=0.06, rtol=0.05)
 
 
-def _cache_case(lanes=3, length=64, slots=256, start=96):
+def _cache_case(lanes=3, length=64, slots=256, start=96, heads=(4, 2), dtype=jnp.bfloat16, full_mask=False):
     """Queries of a segment at positions start.. over a cache of `slots` slots (later slots
-    hold garbage: they are not filled yet), per lane; the mask as the decode path builds it."""
+    hold garbage: they are not filled yet), per lane; the mask as the decode path builds it
+    (or all true: then only `filled` keeps the queries off the unfilled slots)."""
     keys = jax.random.split(jax.random.key(1), 4)
-    q = jax.random.normal(keys[0], (lanes, 1, length, 4, 64), jnp.bfloat16)
-    k = jax.random.normal(keys[1], (lanes, 1, slots, 2, 64), jnp.bfloat16)
-    v = jax.random.normal(keys[2], (lanes, 1, slots, 2, 64), jnp.bfloat16)
+    q = jax.random.normal(keys[0], (lanes, 1, length, heads[0], 64), dtype)
+    k = jax.random.normal(keys[1], (lanes, 1, slots, heads[1], 64), dtype)
+    v = jax.random.normal(keys[2], (lanes, 1, slots, heads[1], 64), dtype)
     positions = start + jnp.arange(length)
     mask = (jnp.arange(slots)[None, :] <= positions[:, None])[None, None]  # [1, 1, T, L]
+    if full_mask:
+        mask = jnp.ones_like(mask)
     probe = jax.random.normal(keys[3], q.shape, jnp.float32)
     return q, k, v, mask, start + length, probe
 
@@ -85,22 +88,64 @@ def _cached_loss(impl, filled_used, case):
     return jax.value_and_grad(fn, argnums=(0, 1, 2), has_aux=True)(q, k, v)
 
 
-def test_cached_attention_xla_is_attention_over_the_filled_slots():
-    q, k, v, mask, filled, probe = case = _cache_case(slots=192, start=32)
+def test_cached_attention_xla_attends_over_the_filled_slots():
+    # With a mask that hides nothing, `filled` alone must keep the queries off the later slots.
+    q, k, v, mask, filled, probe = case = _cache_case(slots=192, start=32, full_mask=True)
     (_, out), _ = _cached_loss("xla", True, case)
-    want = jax.nn.dot_product_attention(q[:, 0], k[:, 0, :filled], v[:, 0, :filled],
-                                        mask=mask[:, :, :, :filled], implementation="xla")
+    want = jax.nn.dot_product_attention(q[:, 0], k[:, 0, :filled], v[:, 0, :filled], implementation="xla")
     np.testing.assert_allclose(np.asarray(out[:, 0], np.float32), np.asarray(want, np.float32), atol=1e-2)
+    (_, unfilled), _ = _cached_loss("xla", False, case)  # without it, every slot is attended
+    assert float(jnp.max(jnp.abs(unfilled.astype(jnp.float32) - out.astype(jnp.float32)))) > 0.1
     with pytest.raises(ValueError, match="xla or cudnn"):
         cached_attention(q[0], k[0], v[0], mask, filled, "cudnn_packed")
 
 
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN needs a GPU")
 @pytest.mark.parametrize("filled_used", [False, True])
-@pytest.mark.parametrize("start", [0, 96])
-def test_cached_attention_cudnn_matches_xla_on_gpu(filled_used, start):
-    case = _cache_case(start=start)
+@pytest.mark.parametrize("shape", [dict(start=0), dict(start=96), dict(length=6, slots=130, start=37),
+                                   dict(heads=(4, 4), dtype=jnp.float16), dict(start=64, full_mask=True)])
+def test_cached_attention_cudnn_matches_xla_on_gpu(filled_used, shape):
+    case = _cache_case(**shape)
     (_, out), grads = _cached_loss("cudnn", filled_used, case)
     (_, want), want_grads = _cached_loss("xla", filled_used, case)
     for a, b in zip(jax.tree.leaves((out, grads)), jax.tree.leaves((want, want_grads))):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=0.06, rtol=0.05)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN needs a GPU")
+def test_decode_segments_with_cudnn_match_xla_on_gpu():
+    """The body's decode path (cuDNN where it applies) against attention_impl="xla": hidden
+    states and parameter gradients over three segments, vmapped over lanes, as dynamic
+    evaluation runs it (a random probe, not the norm of the output, makes the gradients
+    meaningful after the final RMS norm)."""
+    from fwl_jax.models import ModelConfig, TransformerLM
+    from fwl_jax.models.decode import init_cache
+
+    def run(impl):
+        cfg = ModelConfig(vocab_size=64, d_model=128, num_layers=1, num_heads=4, num_kv_heads=2, mlp_dim=256,
+                          max_len=256, dtype="bfloat16", attention_impl=impl)
+        model = TransformerLM(cfg)
+        tokens = jax.random.randint(jax.random.key(2), (3, 3, 1, 64), 0, 64)  # [lanes, segments, 1, S]
+        params = model.init(jax.random.key(0), tokens[0, 0])["params"]
+        probe = jax.random.normal(jax.random.key(3), (3, 3, 1, 64, 128), jnp.float32)
+
+        def lane(params, tokens, probe):
+            def segment(cache, inputs):
+                seg, p = inputs
+                h, mutated = model.apply({"params": params, "cache": cache}, seg, decode=True,
+                                         method=TransformerLM.hidden, mutable=["cache"])
+                return mutated["cache"], (jnp.sum(h.astype(jnp.float32) * p), h)
+            _, (losses, hs) = jax.lax.scan(segment, init_cache(model, 1), (tokens, probe))
+            return jnp.sum(losses), hs
+
+        def loss(params):
+            total, hs = jax.vmap(lane, in_axes=(None, 0, 0))(params, tokens, probe)
+            return jnp.sum(total), hs
+        return jax.value_and_grad(loss, has_aux=True)(params)
+
+    (_, h), grads = run("auto")
+    (_, want_h), want_grads = run("xla")
+    np.testing.assert_allclose(np.asarray(h, np.float32), np.asarray(want_h, np.float32), atol=0.06, rtol=0.05)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+        scale = float(jnp.max(jnp.abs(b.astype(jnp.float32))))
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=0.03 * scale)

@@ -65,19 +65,22 @@ def causal_attention(q, k, v, segment_ids=None, impl: str = "xla", max_segments:
 
 def cached_attention(q, k, v, mask, filled=None, impl: str = "xla"):
     """[B, T, H, hd] attention of queries q over a cache k, v [B, L, K, hd] (module docstring);
-    ``filled`` [] int or None: the slots in use (those past it are masked for every query)."""
-    if impl == "xla":
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
-    if impl != "cudnn":
+    ``filled`` [] int or None: the slots in use, the first ``filled`` (those past it are masked
+    for every query, on top of ``mask``)."""
+    if impl not in ("xla", "cudnn"):
         raise ValueError(f"cached attention implementation must be xla or cudnn, got {impl!r}")
+    if impl == "xla":
+        lengths = None if filled is None else jnp.full(q.shape[:1], jnp.minimum(filled, k.shape[1]), jnp.int32)
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, key_value_seq_lengths=lengths, implementation="xla")
     # The mask broadcast over the heads: under vmap cuDNN's batching rule reshapes the bias to
     # [B, heads, T, L] (jax 0.10 / 0.11), which fails for a bias with one head.
     mask = jnp.broadcast_to(mask, mask.shape[:1] + (q.shape[2],) + mask.shape[2:])
     if filled is None:
         return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
-    # The lengths are derived from q so that they carry q's batch dimensions under vmap (cuDNN's
+    # Ones [B] that depend on q, so that the lengths carry q's batch dimensions under vmap (cuDNN's
     # batching rule folds every vmapped dimension into B and expects the lengths to have them).
-    ones = jnp.ones(q.shape[:1], jnp.int32) + (q[:, 0, 0, 0] != q[:, 0, 0, 0]).astype(jnp.int32)
+    ones = jnp.where(q[:, 0, 0, 0] == q[:, 0, 0, 0], 1, 1).astype(jnp.int32)
+    filled = jnp.minimum(filled, k.shape[1])
     return jax.nn.dot_product_attention(q, k, v, mask=mask, query_seq_lengths=ones * q.shape[1],
                                         key_value_seq_lengths=ones * filled, implementation="cudnn")
 

@@ -120,8 +120,11 @@ class Attention(nn.Module):
         q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "kv"))
         if self.decode:
             k, v, mask = self._update_cache(k, v, positions, index)
-            # cuDNN for several new tokens (a segment); one token at a time stays with XLA.
-            cudnn = cfg.attention_impl != "xla" and _cudnn_applies(q) and x.shape[1] % 2 == 0 == cfg.max_len % 2
+            # cuDNN where it applies (any attention_impl but "xla"; elsewhere XLA, whatever the
+            # setting): differentiated with a mask, cuDNN needs both lengths even, so one token
+            # at a time (decoding) and odd segments or prompts stay with XLA.
+            even = x.shape[1] % 2 == 0 and cfg.max_len % 2 == 0
+            cudnn = cfg.attention_impl != "xla" and _cudnn_applies(q) and even
             out = cached_attention(q, k, v, mask, index.value, "cudnn" if cudnn else "xla")
         else:
             out = self._attend(q, k, v, segment_ids)
