@@ -10,8 +10,9 @@ is chosen, not left to autodiff. XLA may run unrolled chunks side by side; the b
 on GPU it runs one chunk after another (one chunk's recomputed arrays alive at a time):
 
 * :func:`token_nll`: ``-log softmax(u U + c)[target]`` [B, T]. Keeps ``G = softmax - onehot``
-  in u's dtype (the compute dtype: its only uses are the backward matmuls); backward is
-  ``g_u = g_nll (G U^T)``, ``g_U = (g_nll u)^T G``, ``g_c = g_nll^T G`` (no recomputation).
+  in u's dtype (the compute dtype: its only uses are the backward matmuls), as ``E = total G``
+  and ``total`` (see :func:`_softmax_parts`); backward is ``g_u = g_nll (G U^T)``,
+  ``g_U = (g_nll u)^T G``, ``g_c = g_nll^T G`` (no recomputation).
 * :func:`softmax_gradient`: ``du = e U^T`` with ``e = coef (softmax(u U + c) - onehot)``
   [B, T, s], the FWL's per-token gradient at the head output. Its VJP (needed by the ``full``
   meta-gradient) recomputes ``P = softmax(u U + c)`` chunk by chunk from the logits and the
@@ -20,10 +21,11 @@ on GPU it runs one chunk after another (one chunk's recomputed arrays alive at a
   ``g_u = coef (Q U^T)``, ``g_U = (coef u)^T Q + (coef g_du)^T (P - onehot)``,
   ``g_c = coef^T Q``.
 
-Per-position factors (``g_nll``, ``coef``) multiply the narrow [.., s] side of each matmul,
-never a [.., V] array, and every vocabulary-sized array is read as few times as its math
-needs: the logits twice for their logsumexp (max, then the exponentials' sum with the
-target's logit alongside) and once more for what the backward keeps.
+Per-position factors (``g_nll``, ``coef``, the softmax's ``1 / total``) multiply the narrow
+[.., s] side of each matmul, never a [.., V] array, and every vocabulary-sized array is read
+as few times as its math needs: the float32 logits twice (their max, then the exponentials'
+sum with the target's logit, and the unnormalised softmax the matmuls use written out in the
+same pass), and the bias's gradient is a matmul with the per-position factors (one read).
 
 Matmuls take their operands in u's dtype with float32 (or wider) accumulation, like
 :func:`fwl_jax.ops.fwl._dense`; softmax and the elementwise backward are in the
@@ -114,16 +116,29 @@ def _float0_like(x):
     return np.zeros(x.shape, jax.dtypes.float0)
 
 
-def _log_softmax_parts(u, unembed, bias, targets):
-    """The logits l [..., V] (accumulation dtype), their logsumexp [...] and the target's
-    logit l[target] [...] (0 for a target outside the vocabulary). Two passes over l: the
-    max, then the exponentials' sum together with the target's logit."""
+def _softmax_parts(u, unembed, bias, targets):
+    """What a forward keeps for its matmuls: (lse [...], target logit [...], ``E`` [..., V] in
+    u's dtype, ``total`` [...]) with ``E / total = softmax(l) - onehot(target)``.
+
+    Two passes over the float32 logits l: the max, then one that sums the shifted exponentials and writes them out in u's dtype alongside (no third
+    pass to normalise them: ``1 / total`` is a per-position factor, applied on the narrow side
+    of the matmuls that use E). The target's entry is then set to ``exp(l_t - max) - total``
+    (a scatter of one value a position), so that it is rounded as ``P_t - 1`` would be, not as
+    ``P_t`` with 1 subtracted after rounding (which loses ``P_t - 1`` when ``P_t`` is near 1).
+    A target outside the vocabulary gets no onehot and a target logit of 0."""
     l = logits(u, unembed, bias)  # noqa: E741
-    is_target = jnp.arange(l.shape[-1]) == targets[..., None]
+    vocab = l.shape[-1]
+    is_target = jnp.arange(vocab) == targets[..., None]
     peak = jnp.max(l, axis=-1)
-    lse = peak + jnp.log(jnp.sum(jnp.exp(l - peak[..., None]), axis=-1))
+    shifted = jnp.exp(l - peak[..., None])
+    total = jnp.sum(shifted, axis=-1)
     target_logit = jnp.sum(jnp.where(is_target, l, 0), axis=-1)
-    return l, lse, target_logit, is_target
+    lse = peak + jnp.log(total)
+    inside = (targets >= 0) & (targets < vocab)
+    at_target = (jnp.exp(target_logit - peak) - total).astype(u.dtype)
+    index = tuple(jnp.indices(targets.shape, sparse=True)) + (jnp.where(inside, targets, vocab),)
+    grad = shifted.astype(u.dtype).at[index].set(at_target, mode="drop", unique_indices=True)
+    return lse, target_logit, grad, total
 
 
 def _probs(l, lse):
@@ -139,7 +154,9 @@ def _scaled_backward_matmuls(u, unembed, grad, scale):
     g_u = scale[..., None] * jnp.einsum("...v,sv->...s", grad, unembed.astype(u.dtype), preferred_element_type=acc)
     scaled_u = (scale[..., None] * u.astype(acc)).astype(u.dtype)
     g_unembed = jnp.einsum("...s,...v->sv", scaled_u, grad, preferred_element_type=acc)
-    g_bias = jnp.sum(scale[..., None] * grad.astype(acc), axis=tuple(range(grad.ndim - 1)))
+    # A matmul with the per-position scale (one read of grad), not a reduction over its
+    # converted float32 values (on an H200 that reduction took 4x the time of a read).
+    g_bias = jnp.einsum("...,...v->v", scale.astype(u.dtype), grad, preferred_element_type=acc)
     return g_u, g_unembed, g_bias
 
 
@@ -151,14 +168,13 @@ def _nll(u, targets, unembed, bias):
 
 
 def _nll_fwd(u, targets, unembed, bias):
-    l, lse, target_logit, is_target = _log_softmax_parts(u, unembed, bias, targets)
-    grad = (_probs(l, lse) - is_target).astype(u.dtype)  # softmax - onehot
-    return lse - target_logit, (u, targets, unembed, bias, grad)
+    lse, target_logit, grad, total = _softmax_parts(u, unembed, bias, targets)  # grad / total = softmax - onehot
+    return lse - target_logit, (u, targets, unembed, bias, grad, total)
 
 
 def _nll_bwd(residuals, g_nll):
-    u, targets, unembed, bias, grad = residuals
-    g_u, g_unembed, g_bias = _scaled_backward_matmuls(u, unembed, grad, g_nll)
+    u, targets, unembed, bias, grad, total = residuals
+    g_u, g_unembed, g_bias = _scaled_backward_matmuls(u, unembed, grad, g_nll / total)
     return (g_u.astype(u.dtype), _float0_like(targets), g_unembed.astype(unembed.dtype),
             g_bias.astype(bias.dtype))
 
@@ -174,10 +190,10 @@ def _softmax_grad(u, targets, coef, unembed, bias):
 
 
 def _softmax_grad_fwd(u, targets, coef, unembed, bias):
-    l, lse, _, is_target = _log_softmax_parts(u, unembed, bias, targets)
-    e = coef[..., None].astype(l.dtype) * (_probs(l, lse) - is_target)
-    du = jnp.einsum("...v,sv->...s", e.astype(u.dtype), unembed.astype(u.dtype),
-                    preferred_element_type=l.dtype)
+    lse, _, grad, total = _softmax_parts(u, unembed, bias, targets)  # grad / total = softmax - onehot
+    acc = total.dtype
+    du = (coef.astype(acc) / total)[..., None] * jnp.einsum("...v,sv->...s", grad, unembed.astype(u.dtype),
+                                                             preferred_element_type=acc)
     return du, (u, targets, coef, unembed, bias, lse)
 
 
