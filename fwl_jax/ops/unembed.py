@@ -24,8 +24,9 @@ on GPU it runs one chunk after another (one chunk's recomputed arrays alive at a
 Per-position factors (``g_nll``, ``coef``, the softmax's ``1 / total``) multiply the narrow
 [.., s] side of each matmul, never a [.., V] array, and every vocabulary-sized array is read
 as few times as its math needs: the float32 logits twice (their max, then the exponentials'
-sum with the target's logit, and the unnormalised softmax the matmuls use written out in the
-same pass), and the bias's gradient is a matmul with the per-position factors (one read).
+sum, with the unnormalised softmax the matmuls use written out in the same pass; the
+target's logit is formed from u and the target's column of U), and the bias's gradient is a
+matmul with the per-position factors (one read).
 
 Matmuls take their operands in u's dtype with float32 (or wider) accumulation, like
 :func:`fwl_jax.ops.fwl._dense`; softmax and the elementwise backward are in the
@@ -120,25 +121,39 @@ def _softmax_parts(u, unembed, bias, targets):
     """What a forward keeps for its matmuls: (lse [...], target logit [...], ``E`` [..., V] in
     u's dtype, ``total`` [...]) with ``E / total = softmax(l) - onehot(target)``.
 
-    Two passes over the float32 logits l: the max, then one that sums the shifted exponentials and writes them out in u's dtype alongside (no third
-    pass to normalise them: ``1 / total`` is a per-position factor, applied on the narrow side
-    of the matmuls that use E). The target's entry is then set to ``exp(l_t - max) - total``
-    (a scatter of one value a position), so that it is rounded as ``P_t - 1`` would be, not as
-    ``P_t`` with 1 subtracted after rounding (which loses ``P_t - 1`` when ``P_t`` is near 1).
-    A target outside the vocabulary gets no onehot and a target logit of 0."""
+    Two passes over the float32 logits l: the max, then one that sums the shifted exponentials
+    and writes them out in u's dtype alongside (no third pass to normalise them: ``1 / total``
+    is a per-position factor, applied on the narrow side of the matmuls that use E). The
+    target's logit comes from u and the target's column of U (:func:`_target_logit`), not from
+    a pass over l. The target's entry of E is then set to ``exp(l_t - max) - total`` (a scatter
+    of one value a position), so that it is rounded as ``P_t - 1`` would be, not as ``P_t``
+    with 1 subtracted after rounding (which loses ``P_t - 1`` when ``P_t`` is near 1). A target
+    outside the vocabulary gets no onehot and a target logit of 0."""
     l = logits(u, unembed, bias)  # noqa: E741
     vocab = l.shape[-1]
-    is_target = jnp.arange(vocab) == targets[..., None]
     peak = jnp.max(l, axis=-1)
     shifted = jnp.exp(l - peak[..., None])
     total = jnp.sum(shifted, axis=-1)
-    target_logit = jnp.sum(jnp.where(is_target, l, 0), axis=-1)
     lse = peak + jnp.log(total)
-    inside = (targets >= 0) & (targets < vocab)
+    target_logit, inside = _target_logit(u, unembed, bias, targets)
     at_target = (jnp.exp(target_logit - peak) - total).astype(u.dtype)
     index = tuple(jnp.indices(targets.shape, sparse=True)) + (jnp.where(inside, targets, vocab),)
     grad = shifted.astype(u.dtype).at[index].set(at_target, mode="drop", unique_indices=True)
     return lse, target_logit, grad, total
+
+
+def _target_logit(u, unembed, bias, targets):
+    """(``u . U[:, target] + c[target]`` [...] in the accumulation dtype, 0 for a target outside
+    the vocabulary; whether the target is inside it). The products of u and the gathered
+    column are formed from the same u.dtype values as :func:`logits`' matmul and summed in
+    the same dtype (the sums' order may differ, so the two agree to rounding)."""
+    vocab = unembed.shape[-1]
+    acc = accumulation_dtype(u.dtype)
+    inside = (targets >= 0) & (targets < vocab)
+    safe = jnp.where(inside, targets, 0)
+    column = jnp.moveaxis(jnp.take(unembed, safe, axis=1), 0, -1).astype(u.dtype)  # [..., s]
+    dot = jnp.sum(u.astype(acc) * column.astype(acc), axis=-1)
+    return jnp.where(inside, dot + jnp.take(bias, safe).astype(acc), 0), inside
 
 
 def _probs(l, lse):
