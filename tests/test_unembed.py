@@ -89,16 +89,14 @@ def _backward_vocab_matmul_ancestry(jaxpr, vocab):
 
 
 def test_softmax_gradient_backward_runs_chunk_after_chunk():
-    """The chunks' backward passes are chained, last chunk first, and each chunk's in two
-    halves, so that only one half-chunk's recomputed [B, n, V] arrays need be alive: each
-    piece's backward (its recomputed logits and g_du U) depends on all five vocabulary-sized
-    matmuls of every piece before it in the chain (those two, the two for g_U and the one for
-    g_c), none running beside it. 7 positions in chunks of 2: pieces of 1 position (the last
-    chunk whole, the other three in halves), 7 in the chain."""
-    u, w, c, targets, coef = _inputs(jnp.float32)
+    """The chunks' backward passes are chained, last chunk first, so that only one chunk's
+    recomputed [B, chunk, V] arrays need be alive: each chunk's backward (its recomputed
+    logits and g_du U) depends on all five vocabulary-sized matmuls of every chunk before it
+    in the chain (those two, the two for g_U and the one for g_c), none running beside it."""
+    u, w, c, targets, coef = _inputs(jnp.float32)  # 7 positions: chunks of 2, 2, 2 and 1
     loss = lambda u, w: jnp.sum(unembed.softmax_gradient(u, w, c, targets, coef, chunk=2) ** 2)  # noqa: E731
     counts = _backward_vocab_matmul_ancestry(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(u, w).jaxpr, V)
-    assert counts == [5 * (i // 2) for i in range(14)]
+    assert counts == [0, 0, 5, 5, 10, 10, 15, 15]
 
 
 def test_softmax_gradient_second_order(x64):

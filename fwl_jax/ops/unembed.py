@@ -15,8 +15,8 @@ on GPU it runs one chunk after another (one chunk's recomputed arrays alive at a
   ``g_U = (g_nll u)^T G``, ``g_c = g_nll^T G`` (no recomputation).
 * :func:`softmax_gradient`: ``du = e U^T`` with ``e = coef (softmax(u U + c) - onehot)``
   [B, T, s], the FWL's per-token gradient at the head output. Its VJP (needed by the ``full``
-  meta-gradient) recomputes ``P = softmax(u U + c)`` chunk by chunk, each chunk in two halves,
-  from the logits and the forward's logsumexp instead of keeping a [B, T, V] float32 array. With ``g_e = g_du U``
+  meta-gradient) recomputes ``P = softmax(u U + c)`` chunk by chunk from the logits and the
+  forward's logsumexp instead of keeping a [B, T, V] float32 array. With ``g_e = g_du U``
   and ``r = <P, g_e>``: ``g_coef = r - g_e[target]``, ``Q = P (g_e - r)``,
   ``g_u = coef (Q U^T)``, ``g_U = (coef u)^T Q + (coef g_du)^T (P - onehot)``,
   ``g_c = coef^T Q``.
@@ -213,33 +213,10 @@ def _softmax_grad_fwd(u, targets, coef, unembed, bias):
 
 
 def _softmax_grad_bwd(residuals, g_du):
-    """The chunk's backward in two halves of its positions, the second starting once the first
-    is done (a chain through an optimization barrier, as :func:`_backward_after`'s): its
-    recomputed vocabulary-sized temporaries (two float32 and two compute-dtype [B, n, V]
-    arrays) are three times what the forward keeps a position, so halving them keeps the
-    ``full`` head's peak near its forward's."""
     # Nothing of this backward (the logits' recomputation included) starts before g_du exists.
     residuals, g_du = jax.lax.optimization_barrier((residuals, g_du))
     u, targets, coef, unembed, bias, lse = residuals
-    per_position = (u, targets, coef, lse, g_du)
-    length = u.shape[1]
-    if length < 2:
-        g_u, g_coef, g_unembed, g_bias = _softmax_grad_bwd_part(*per_position, unembed, bias)
-    else:
-        half = (length + 1) // 2
-        first = _softmax_grad_bwd_part(*(x[:, :half] for x in per_position), unembed, bias)
-        later = ([x[:, half:] for x in per_position], unembed, bias)
-        first, later = jax.lax.optimization_barrier((first, later))
-        second = _softmax_grad_bwd_part(*later[0], *later[1:])
-        g_u, g_coef = (jnp.concatenate([a, b], axis=1) for a, b in zip(first[:2], second[:2]))
-        g_unembed, g_bias = first[2] + second[2], first[3] + second[3]
-    return (g_u.astype(u.dtype), _float0_like(targets), g_coef.astype(coef.dtype),
-            g_unembed.astype(unembed.dtype), g_bias.astype(bias.dtype))
-
-
-def _softmax_grad_bwd_part(u, targets, coef, lse, g_du, unembed, bias):
-    """(g_u, g_coef, g_U, g_c) in the accumulation dtype for these positions."""
-    probs = _probs(logits(u, unembed, bias), lse)  # recomputed; lse kept from the forward
+    probs = _probs(logits(u, unembed, bias), lse)  # recomputed, one chunk; lse kept from the forward
     acc = probs.dtype
     is_target = jnp.arange(probs.shape[-1]) == targets[..., None]
     scale = coef.astype(acc)
@@ -254,7 +231,8 @@ def _softmax_grad_bwd_part(u, targets, coef, lse, g_du, unembed, bias):
     scaled_g_du = (scale[..., None] * g_du.astype(acc)).astype(u.dtype)
     g_unembed = g_unembed + jnp.einsum("...s,...v->sv", scaled_g_du, (probs - is_target).astype(u.dtype),
                                        preferred_element_type=acc)
-    return g_u, g_coef, g_unembed, g_bias
+    return (g_u.astype(u.dtype), _float0_like(targets), g_coef.astype(coef.dtype),
+            g_unembed.astype(unembed.dtype), g_bias.astype(bias.dtype))
 
 
 _softmax_grad.defvjp(_softmax_grad_fwd, _softmax_grad_bwd)
