@@ -176,6 +176,102 @@ def test_targets_outside_the_vocabulary_have_no_onehot(x64):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
 
 
+def _argmax_targets_bf16(scale, seed=3, length=64, size=256, vocab=1000):
+    keys = jax.random.split(jax.random.key(seed), 2)
+    u = jax.random.normal(keys[0], (1, length, size)).astype(jnp.bfloat16).astype(jnp.float32)
+    w = (scale * jax.random.normal(keys[1], (size, vocab))).astype(jnp.bfloat16).astype(jnp.float32)
+    c = jnp.zeros((vocab,), jnp.float32)
+    return u, w, c, jnp.argmax(unembed.logits(u, w, c), axis=-1)
+
+
+def test_bfloat16_argmax_targets_position_by_position():
+    """bfloat16 matmuls with float32 accumulation, targets at each position's argmax with
+    P_t mostly above 0.99: every NLL is >= 0 and each position's gradient stays within 2% of
+    float32 on the same inputs. A target logit formed apart from the logits it is compared
+    with (e.g. from the target's column of U) differs by rounding, and that difference lands
+    whole in P_t - 1: negative NLLs and per-position errors of order 1. Session 9's code, which
+    formed P_t - 1 as exp(l_t - lse) - 1 in float32, failed it too."""
+    u, w, c, targets = _argmax_targets_bf16(scale=2.0)
+    assert float(jnp.median(1 - jnp.max(jax.nn.softmax(unembed.logits(u, w, c), axis=-1), axis=-1))) < 0.01
+    nll = unembed.token_nll(u.astype(jnp.bfloat16), w, c, targets, chunk=24)
+    assert float(nll.min()) >= 0
+    want = jax.grad(lambda u: jnp.sum(_naive_nll(u, w, c, targets)))(u)
+    got = jax.grad(lambda u: jnp.sum(unembed.token_nll(u, w, c, targets, chunk=24)))(u.astype(jnp.bfloat16))
+    size = jnp.linalg.norm(want, axis=-1)  # 0 where P_t is 1 in float32
+    error = jnp.linalg.norm(got.astype(jnp.float32) - want, axis=-1) / jnp.maximum(size, 1e-3 * jnp.median(size))
+    assert float(error.max()) < 0.02, np.asarray(error)
+
+
+@pytest.mark.parametrize("fn", ["token_nll", "softmax_gradient"])
+def test_float16_with_a_large_vocabulary(fn):
+    """float16, whose range the softmax's total (about V = 70,000 here: near-flat logits) and
+    the per-position factors over it (a mean's 1 / 256 over the total) leave: values and
+    gradients finite and within 3% of float32 on the same inputs (the bias's gradient in
+    softmax_gradient's backward, from float16 products of order 1e-8, is the farthest, about
+    1%; without float16's own path the total overflows and the factors underflow)."""
+    vocab, size, scale = 70_000, 8, 1 / 256
+    keys = jax.random.split(jax.random.key(0), 3)
+    u = (0.03 * jax.random.normal(keys[0], (1, 6, size))).astype(jnp.float16).astype(jnp.float32)
+    w = (0.03 * jax.random.normal(keys[1], (size, vocab))).astype(jnp.float16).astype(jnp.float32)
+    c = jnp.zeros((vocab,), jnp.float32)
+    targets = jax.random.randint(keys[2], (1, 6), 0, vocab)
+    coef = jnp.full((1, 6), scale, jnp.float32)
+    if fn == "token_nll":
+        fast = lambda u, w, c: scale * jnp.sum(unembed.token_nll(u, w, c, targets, chunk=4))  # noqa: E731
+        slow = lambda u, w, c: scale * jnp.sum(_naive_nll(u, w, c, targets))  # noqa: E731
+    else:
+        probe = jax.random.normal(jax.random.key(1), (1, 6, size))
+        fast = lambda u, w, c: jnp.sum(unembed.softmax_gradient(u, w, c, targets, coef, chunk=4) * probe)  # noqa: E731
+        slow = lambda u, w, c: jnp.sum(jnp.einsum(  # noqa: E731
+            "...v,sv->...s", coef[..., None] * (jax.nn.softmax(unembed.logits(u, w, c), axis=-1)
+                                                - jax.nn.one_hot(targets, vocab)), w) * probe)
+    got = jax.value_and_grad(fast, argnums=(0, 1, 2))(u.astype(jnp.float16), w, c)
+    want = jax.value_and_grad(slow, argnums=(0, 1, 2))(u, w, c)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        a = np.asarray(a, np.float32)
+        assert np.all(np.isfinite(a))
+        assert np.linalg.norm(a - b) <= 0.03 * np.linalg.norm(b)
+
+
+@pytest.mark.parametrize("dtype,vocab", [(jnp.int8, 11), (jnp.int16, 11), (jnp.uint8, 256), (jnp.uint16, 70_000)])
+def test_narrow_integer_targets(dtype, vocab):
+    """Targets in a narrow integer dtype, the vocabulary as large as (or larger than) it holds:
+    the same values and gradients as int32 targets."""
+    keys = jax.random.split(jax.random.key(2), 3)
+    u = jax.random.normal(keys[0], (2, 5, S))
+    w = 0.5 * jax.random.normal(keys[1], (S, vocab))
+    c = jnp.zeros((vocab,))
+    top = min(vocab, int(jnp.iinfo(dtype).max) + 1) - 1  # the largest target the dtype holds
+    targets = jnp.array([[0, 1, top, 7, 3], [top - 1, 0, 5, min(5_000, top), 1]], jnp.int32)
+    results = []
+    for t in (targets, targets.astype(dtype)):
+        results.append(jax.value_and_grad(lambda u, w: jnp.sum(unembed.token_nll(u, w, c, t, chunk=2)),
+                                          argnums=(0, 1))(u, w))
+    for a, b in zip(jax.tree.leaves(results[1]), jax.tree.leaves(results[0])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def test_token_nll_second_order(x64):
+    """Gradients of token_nll's gradients (its forward's scatter and gathers differentiated)
+    against autodiff of the naive cross-entropy, with a target outside the vocabulary."""
+    u, w, c, targets, _ = _inputs(jnp.float64, length=5)
+    targets = targets.at[0, 1].set(V + 2)
+    probe = jax.random.normal(jax.random.key(10), targets.shape, jnp.float64)
+
+    def naive(u, w, c):
+        l = unembed.logits(u, w, c)  # noqa: E741
+        return jax.nn.logsumexp(l, axis=-1) - jnp.sum(jax.nn.one_hot(targets, V, dtype=l.dtype) * l, axis=-1)
+
+    def grad_norm(fn):
+        inner = jax.grad(lambda u, w: jnp.sum(fn(u, w, c) * probe), argnums=(0, 1))
+        return jax.grad(lambda u, w: sum(jnp.sum(jnp.square(g)) for g in inner(u, w)), argnums=(0, 1))(u, w)
+
+    got = grad_norm(lambda u, w, c: unembed.token_nll(u, w, c, targets, chunk=2))
+    want = grad_norm(naive)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
+
+
 def test_gradient_is_zero_where_coef_is_zero(x64):
     u, w, c, targets, coef = _inputs(jnp.float64)
     du = unembed.softmax_gradient(u, w, c, targets, coef, chunk=4)

@@ -25,12 +25,12 @@ Per-position factors (``g_nll``, ``coef``, the softmax's ``1 / total``) multiply
 [.., s] side of each matmul, never a [.., V] array, and every vocabulary-sized array is read
 as few times as its math needs: the float32 logits twice (their max, then the exponentials'
 sum, with the unnormalised softmax the matmuls use written out in the same pass; the
-target's logit is formed from u and the target's column of U), and the bias's gradient is a
-matmul with the per-position factors (one read).
+target's logit is gathered, one value a position), and the bias's gradient is a matmul with
+the per-position factors (one read). float16 keeps a third pass (see :func:`_softmax_parts`).
 
 Matmuls take their operands in u's dtype with float32 (or wider) accumulation, like
-:func:`fwl_jax.ops.fwl._dense`; softmax and the elementwise backward are in the
-accumulation dtype.
+:func:`fwl_jax.ops.fwl._dense`; the softmax's max, sums and the elementwise backward are in
+the accumulation dtype, and the array the backward matmuls read is in u's dtype.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ def _over_chunks(fn, per_position, shared, chunk, *, serial_backward=False):
     """``fn(*per_position_chunk, *shared)`` over chunks of the position axis (axis 1).
 
     The chunks are unrolled (static slices, the last one shorter), not a ``lax.map``: a
-    loop would stack each chunk's backward residuals (the [B, chunk, V] softmax-minus-onehot)
-    into one buffer and copy them in and out, about a fifth of the plain head's time on an H200.
+    loop would stack each chunk's backward residuals (the [B, chunk, V] array the backward
+    matmuls read) into one buffer and copy them in and out, about a fifth of the plain head's time on an H200.
     XLA may run unrolled chunks side by side. ``serial_backward`` chains their backward passes,
     last chunk first (see :func:`_backward_after`), for an ``fn`` whose backward recomputes
     vocabulary-sized arrays: on GPU only one chunk's are then alive (XLA's CPU compiler drops
@@ -124,36 +124,38 @@ def _softmax_parts(u, unembed, bias, targets):
     Two passes over the float32 logits l: the max, then one that sums the shifted exponentials
     and writes them out in u's dtype alongside (no third pass to normalise them: ``1 / total``
     is a per-position factor, applied on the narrow side of the matmuls that use E). The
-    target's logit comes from u and the target's column of U (:func:`_target_logit`), not from
-    a pass over l. The target's entry of E is then set to ``exp(l_t - max) - total`` (a scatter
-    of one value a position), so that it is rounded as ``P_t - 1`` would be, not as ``P_t``
-    with 1 subtracted after rounding (which loses ``P_t - 1`` when ``P_t`` is near 1). A target
-    outside the vocabulary gets no onehot and a target logit of 0."""
+    target's logit is gathered from l (one value a position, not a pass). The target's entry
+    of E is then set to ``exp(l_t - max) - total`` (a scatter of one value a position), so that
+    it is rounded as ``P_t - 1`` would be, not as ``P_t`` with 1 subtracted after rounding
+    (which loses ``P_t - 1`` when ``P_t`` is near 1). A target outside the vocabulary gets no
+    onehot and a target logit of 0.
+
+    float16 (whose range ``total``, up to V, and the factors ``1 / total`` can leave) keeps
+    the normalised ``E = softmax - onehot`` with ``total = 1``, written in a third pass."""
     l = logits(u, unembed, bias)  # noqa: E741
     vocab = l.shape[-1]
+    targets = targets.astype(jnp.promote_types(targets.dtype, jnp.int32))  # V must fit its dtype
+    inside = (targets >= 0) & (targets < vocab)
+    target_logit = jnp.where(
+        inside, jnp.take_along_axis(l, jnp.where(inside, targets, 0)[..., None], axis=-1)[..., 0], 0)
     peak = jnp.max(l, axis=-1)
     shifted = jnp.exp(l - peak[..., None])
     total = jnp.sum(shifted, axis=-1)
     lse = peak + jnp.log(total)
-    target_logit, inside = _target_logit(u, unembed, bias, targets)
-    at_target = (jnp.exp(target_logit - peak) - total).astype(u.dtype)
+    if not _wide_range(u.dtype):
+        grad = (jnp.exp(l - lse[..., None]) - (jnp.arange(vocab) == targets[..., None])).astype(u.dtype)
+        return lse, target_logit, grad, jnp.ones_like(total)
+    # exp of 0 for a target outside the vocabulary (its value is dropped; exp(-max) could be
+    # inf, and inf times a zero cotangent is NaN in higher-order derivatives).
+    at_target = (jnp.exp(jnp.where(inside, target_logit - peak, 0)) - total).astype(u.dtype)
     index = tuple(jnp.indices(targets.shape, sparse=True)) + (jnp.where(inside, targets, vocab),)
     grad = shifted.astype(u.dtype).at[index].set(at_target, mode="drop", unique_indices=True)
     return lse, target_logit, grad, total
 
 
-def _target_logit(u, unembed, bias, targets):
-    """(``u . U[:, target] + c[target]`` [...] in the accumulation dtype, 0 for a target outside
-    the vocabulary; whether the target is inside it). The products of u and the gathered
-    column are formed from the same u.dtype values as :func:`logits`' matmul and summed in
-    the same dtype (the sums' order may differ, so the two agree to rounding)."""
-    vocab = unembed.shape[-1]
-    acc = accumulation_dtype(u.dtype)
-    inside = (targets >= 0) & (targets < vocab)
-    safe = jnp.where(inside, targets, 0)
-    column = jnp.moveaxis(jnp.take(unembed, safe, axis=1), 0, -1).astype(u.dtype)  # [..., s]
-    dot = jnp.sum(u.astype(acc) * column.astype(acc), axis=-1)
-    return jnp.where(inside, dot + jnp.take(bias, safe).astype(acc), 0), inside
+def _wide_range(dtype) -> bool:
+    """Whether ``dtype`` has float32's exponent range (bfloat16, float32, float64; not float16)."""
+    return jnp.finfo(dtype).maxexp >= jnp.finfo(jnp.float32).maxexp
 
 
 def _probs(l, lse):
@@ -171,7 +173,10 @@ def _scaled_backward_matmuls(u, unembed, grad, scale):
     g_unembed = jnp.einsum("...s,...v->sv", scaled_u, grad, preferred_element_type=acc)
     # A matmul with the per-position scale (one read of grad), not a reduction over its
     # converted float32 values (on an H200 that reduction took 4x the time of a read).
-    g_bias = jnp.einsum("...,...v->v", scale.astype(u.dtype), grad, preferred_element_type=acc)
+    if _wide_range(u.dtype):
+        g_bias = jnp.einsum("...,...v->v", scale.astype(u.dtype), grad, preferred_element_type=acc)
+    else:  # float16: the per-position factors (a mean's 1 / token count) can underflow in it
+        g_bias = jnp.sum(scale[..., None] * grad.astype(acc), axis=tuple(range(grad.ndim - 1)))
     return g_u, g_unembed, g_bias
 
 
