@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from fwl_jax.ops import unembed
-from fwl_jax.ops.linear_attention import METHODS, accumulation_dtype, causal_linear_attention
+from fwl_jax.ops.linear_attention import METHODS, accumulation_dtype, causal_linear_attention, mixed_einsum
 
 FAST_TENSORS = ("W1", "b1", "W2", "b2", "ln_scale", "ln_bias")
 VECTOR_TENSORS = ("b1", "b2", "ln_scale", "ln_bias")  # updated by plain prefix sums
@@ -142,8 +142,9 @@ def init_state(batch: int, d_model: int, cfg: FWLConfig, dtype=jnp.float32) -> d
 # ----------------------------------------------------------------------------- forward
 
 def _dense(x, w, acc):
-    """``x @ w`` in the compute dtype of x, accumulated in ``acc``."""
-    return jnp.einsum("...i,ij->...j", x, w.astype(x.dtype), preferred_element_type=acc)
+    """``x @ w`` in the compute dtype of x, accumulated in ``acc``; in bfloat16 the backward's
+    matmuls run in bfloat16 too (:func:`mixed_einsum`)."""
+    return mixed_einsum("...i,ij->...j", x, w.astype(x.dtype), acc)
 
 
 def _layer_norm(z, eps):
@@ -220,8 +221,7 @@ def _token_gradients(params, h, targets, weights, cfg: FWLConfig):
     n, rstd = mid["n"], mid["rstd"]
     dn = du * params["ln_scale"].astype(acc)
     dz2 = rstd * (dn - jnp.mean(dn, -1, keepdims=True) - n * jnp.mean(dn * n, -1, keepdims=True))
-    da = jnp.einsum("...s,ms->...m", dz2.astype(h.dtype), params["W2"].astype(h.dtype),
-                    preferred_element_type=acc)
+    da = mixed_einsum("...s,ms->...m", dz2.astype(h.dtype), params["W2"].astype(h.dtype), acc)
     dz1 = 2.0 * da * mid["relu1"]
     values = {"W1": dz1, "b1": dz1, "W2": dz2, "b2": dz2, "ln_scale": du * n, "ln_bias": du}
     keys = {"W1": h, "W2": mid["a"]}

@@ -303,6 +303,22 @@ def _einsum(spec, a, b, *, acc):
     return jnp.einsum(spec, a, b, preferred_element_type=acc.sums)
 
 
+def mixed_einsum(spec: str, a: jax.Array, b: jax.Array, out_dtype) -> jax.Array:
+    """``einsum(spec, a, b)`` with operands in their (shared) dtype, accumulated and returned
+    in ``out_dtype``. When the operands are a narrower dtype with float32's exponent range
+    (bfloat16), the backward rounds the cotangent to the operands' dtype, so its matmuls run
+    in that dtype with ``out_dtype`` accumulation, as a bfloat16 network's backward does.
+    (Plain autodiff would widen the narrow operand to ``out_dtype`` and multiply in it:
+    float32 matmuls, on a GPU a few times slower than bfloat16's.) float16, whose range a
+    cotangent can leave, and equal dtypes keep plain autodiff."""
+    out_dtype = jnp.dtype(out_dtype)
+    if (a.dtype == b.dtype and jnp.issubdtype(a.dtype, jnp.floating) and a.dtype != out_dtype
+            and jnp.finfo(a.dtype).bits < jnp.finfo(out_dtype).bits
+            and jnp.finfo(a.dtype).maxexp >= jnp.finfo(jnp.float32).maxexp):
+        return _mixed_einsum(spec, out_dtype, a, b)
+    return jnp.einsum(spec, a, b, preferred_element_type=out_dtype)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _mixed_einsum(spec, out_dtype, a, b):
     return jnp.einsum(spec, a, b, preferred_element_type=out_dtype)

@@ -15,11 +15,13 @@ on GPU it runs one chunk after another (one chunk's recomputed arrays alive at a
   ``g_U = (g_nll u)^T G``, ``g_c = g_nll^T G`` (no recomputation).
 * :func:`softmax_gradient`: ``du = e U^T`` with ``e = coef (softmax(u U + c) - onehot)``
   [B, T, s], the FWL's per-token gradient at the head output. Its VJP (needed by the ``full``
-  meta-gradient) recomputes ``P = softmax(u U + c)`` chunk by chunk from the logits and the
-  forward's logsumexp instead of keeping a [B, T, V] float32 array. With ``g_e = g_du U``
-  and ``r = <P, g_e>``: ``g_coef = r - g_e[target]``, ``Q = P (g_e - r)``,
-  ``g_u = coef (Q U^T)``, ``g_U = (coef u)^T Q + (coef g_du)^T (P - onehot)``,
-  ``g_c = coef^T Q``.
+  meta-gradient) recomputes ``G = P - onehot`` (``P = softmax(u U + c)``) chunk by chunk from
+  the logits, shifted by the forward's max, instead of keeping a [B, T, V] array; it keeps
+  the forward's ``G U^T`` [B, T, s]. With ``g_e = g_du U``, ``g_coef = <g_e, G> =
+  <g_du, G U^T>`` (no pass over V) and ``r = <P, g_e> = g_coef + g_e[target]``:
+  ``Q = P (g_e - r)``, ``g_u = coef (Q U^T)``, ``g_U = (coef u)^T Q + (coef g_du)^T G``,
+  ``g_c = coef^T Q``. The recomputed float32 logits are read once (into G, in the compute
+  dtype) and are dead before ``g_e`` (float32) is formed, so the two are never alive together.
 
 Per-position factors (``g_nll``, ``coef``, the softmax's ``1 / total``) multiply the narrow
 [.., s] side of each matmul, never a [.., V] array, and every vocabulary-sized array is read
@@ -34,6 +36,8 @@ the accumulation dtype, and the array the backward matmuls read is in u's dtype.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -117,49 +121,66 @@ def _float0_like(x):
     return np.zeros(x.shape, jax.dtypes.float0)
 
 
-def _softmax_parts(u, unembed, bias, targets):
-    """What a forward keeps for its matmuls: (lse [...], target logit [...], ``E`` [..., V] in
-    u's dtype, ``total`` [...]) with ``E / total = softmax(l) - onehot(target)``.
+class _Parts(NamedTuple):
+    """What :func:`_softmax_parts` gives: ``grad / total = softmax(l) - onehot(target)``."""
 
-    Two passes over the float32 logits l: the max, then one that sums the shifted exponentials
-    and writes them out in u's dtype alongside (no third pass to normalise them: ``1 / total``
-    is a per-position factor, applied on the narrow side of the matmuls that use E). The
-    target's logit is gathered from l (one value a position, not a pass). The target's entry
-    of E is then set to ``exp(l_t - max) - total`` (a scatter of one value a position), so that
-    it is rounded as ``P_t - 1`` would be, not as ``P_t`` with 1 subtracted after rounding
-    (which loses ``P_t - 1`` when ``P_t`` is near 1). A target outside the vocabulary gets no
-    onehot and a target logit of 0.
+    peak: jax.Array  # [...] the shift of the exponentials (the logits' max in a forward)
+    total: jax.Array  # [...] sum of exp(l - peak); 1 in float16 (grad normalised)
+    target_logit: jax.Array  # [...] l at the target (0 for a target outside the vocabulary)
+    target_exp: jax.Array  # [...] the target's entry of softmax times total
+    grad: jax.Array  # [..., V] in u's dtype
+
+    @property
+    def lse(self):
+        return self.peak + jnp.log(self.total)
+
+
+def _softmax_parts(u, unembed, bias, targets, peak=None):
+    """What a forward (or a backward's recomputation) keeps for its matmuls, ``grad`` [..., V]
+    in u's dtype with ``grad / total = softmax(l) - onehot(target)`` (see :class:`_Parts`).
+
+    Two passes over the float32 logits l: the max (skipped when ``peak`` is given: a backward
+    passes its forward's), then one that sums the shifted exponentials and writes them out
+    in u's dtype alongside (no third pass to normalise them: ``1 / total`` is a per-position
+    factor, applied on the narrow side of the matmuls that use grad). The target's logit is
+    gathered from l (one value a position, not a pass). The target's entry of grad is then set
+    to ``exp(l_t - peak) - total`` (a scatter of one value a position), so that it is rounded
+    as ``P_t - 1`` would be, not as ``P_t`` with 1 subtracted after rounding (which loses
+    ``P_t - 1`` when ``P_t`` is near 1). A target outside the vocabulary gets no onehot and a
+    target logit of 0.
 
     float16 (whose range ``total``, up to V, and the factors ``1 / total`` can leave) keeps
-    the normalised ``E = softmax - onehot`` with ``total = 1``, written in a third pass."""
+    the normalised ``grad = softmax - onehot`` with ``total = 1``, written in a third pass."""
     l = logits(u, unembed, bias)  # noqa: E741
     vocab = l.shape[-1]
     targets = targets.astype(jnp.promote_types(targets.dtype, jnp.int32))  # V must fit its dtype
     inside = (targets >= 0) & (targets < vocab)
     target_logit = jnp.where(
         inside, jnp.take_along_axis(l, jnp.where(inside, targets, 0)[..., None], axis=-1)[..., 0], 0)
-    peak = jnp.max(l, axis=-1)
+    if peak is None:
+        peak = jnp.max(l, axis=-1)
     shifted = jnp.exp(l - peak[..., None])
     total = jnp.sum(shifted, axis=-1)
-    lse = peak + jnp.log(total)
-    if not _wide_range(u.dtype):
-        grad = (jnp.exp(l - lse[..., None]) - (jnp.arange(vocab) == targets[..., None])).astype(u.dtype)
-        return lse, target_logit, grad, jnp.ones_like(total)
     # exp of 0 for a target outside the vocabulary (its value is dropped; exp(-max) could be
     # inf, and inf times a zero cotangent is NaN in higher-order derivatives).
-    at_target = (jnp.exp(jnp.where(inside, target_logit - peak, 0)) - total).astype(u.dtype)
-    index = tuple(jnp.indices(targets.shape, sparse=True)) + (jnp.where(inside, targets, vocab),)
-    grad = shifted.astype(u.dtype).at[index].set(at_target, mode="drop", unique_indices=True)
-    return lse, target_logit, grad, total
+    target_exp = jnp.exp(jnp.where(inside, target_logit - peak, 0))
+    if not _wide_range(u.dtype):
+        lse = peak + jnp.log(total)
+        grad = (jnp.exp(l - lse[..., None]) - (jnp.arange(vocab) == targets[..., None])).astype(u.dtype)
+        return _Parts(lse, jnp.ones_like(total), target_logit, target_exp / total, grad)
+    grad = shifted.astype(u.dtype).at[_target_index(targets, inside, vocab)].set(
+        (target_exp - total).astype(u.dtype), mode="drop", unique_indices=True)
+    return _Parts(peak, total, target_logit, target_exp, grad)
+
+
+def _target_index(targets, inside, vocab):
+    """Index of each position's target entry in a [..., V] array (V, dropped, outside it)."""
+    return tuple(jnp.indices(targets.shape, sparse=True)) + (jnp.where(inside, targets, vocab),)
 
 
 def _wide_range(dtype) -> bool:
     """Whether ``dtype`` has float32's exponent range (bfloat16, float32, float64; not float16)."""
     return jnp.finfo(dtype).maxexp >= jnp.finfo(jnp.float32).maxexp
-
-
-def _probs(l, lse):
-    return jnp.exp(l - lse[..., None])
 
 
 def _scaled_backward_matmuls(u, unembed, grad, scale):
@@ -188,8 +209,8 @@ def _nll(u, targets, unembed, bias):
 
 
 def _nll_fwd(u, targets, unembed, bias):
-    lse, target_logit, grad, total = _softmax_parts(u, unembed, bias, targets)  # grad / total = softmax - onehot
-    return lse - target_logit, (u, targets, unembed, bias, grad, total)
+    parts = _softmax_parts(u, unembed, bias, targets)  # grad / total = softmax - onehot
+    return parts.lse - parts.target_logit, (u, targets, unembed, bias, parts.grad, parts.total)
 
 
 def _nll_bwd(residuals, g_nll):
@@ -210,32 +231,48 @@ def _softmax_grad(u, targets, coef, unembed, bias):
 
 
 def _softmax_grad_fwd(u, targets, coef, unembed, bias):
-    lse, _, grad, total = _softmax_parts(u, unembed, bias, targets)  # grad / total = softmax - onehot
-    acc = total.dtype
-    du = (coef.astype(acc) / total)[..., None] * jnp.einsum("...v,sv->...s", grad, unembed.astype(u.dtype),
-                                                             preferred_element_type=acc)
-    return du, (u, targets, coef, unembed, bias, lse)
+    parts = _softmax_parts(u, unembed, bias, targets)  # grad / total = softmax - onehot
+    acc = parts.total.dtype
+    # (softmax - onehot) U^T, kept (a [.., s] array) for the backward's cotangent of coef.
+    unscaled = jnp.einsum("...v,sv->...s", parts.grad, unembed.astype(u.dtype),
+                          preferred_element_type=acc) / parts.total[..., None]
+    du = coef.astype(acc)[..., None] * unscaled
+    return du, (u, targets, coef, unembed, bias, parts.peak, unscaled)
 
 
 def _softmax_grad_bwd(residuals, g_du):
     # Nothing of this backward (the logits' recomputation included) starts before g_du exists.
     residuals, g_du = jax.lax.optimization_barrier((residuals, g_du))
-    u, targets, coef, unembed, bias, lse = residuals
-    probs = _probs(logits(u, unembed, bias), lse)  # recomputed, one chunk; lse kept from the forward
-    acc = probs.dtype
-    is_target = jnp.arange(probs.shape[-1]) == targets[..., None]
+    u, targets, coef, unembed, bias, peak, unscaled = residuals
+    # The logits recomputed, one chunk, and read once: into grad (grad / total = P - onehot,
+    # P the softmax), shifted by the forward's max (no max pass).
+    parts = _softmax_parts(u, unembed, bias, targets, peak)
+    # g_pe's matmul waits for grad, so the logits (float32, dead once grad exists) and g_pe
+    # are never alive together.
+    grad, total, target_exp, g_du = jax.lax.optimization_barrier(
+        (parts.grad, parts.total, parts.target_exp, g_du))
+    acc = total.dtype
+    vocab = grad.shape[-1]
+    targets = targets.astype(jnp.promote_types(targets.dtype, jnp.int32))
+    inside = (targets >= 0) & (targets < vocab)
     scale = coef.astype(acc)
     g_du_in = g_du.astype(u.dtype)
     g_pe = jnp.einsum("...s,sv->...v", g_du_in, unembed.astype(u.dtype), preferred_element_type=acc)
-    # With e = scale (P - onehot): g_coef = <g_pe, P - onehot>, and the logits' cotangent is
-    # scale * P (g_pe - <P, g_pe>), one reduction <P, g_pe> serving both.
-    mean_g = jnp.sum(probs * g_pe, axis=-1)
-    g_coef = mean_g - jnp.sum(jnp.where(is_target, g_pe, 0), axis=-1)
-    g_u, g_unembed, g_bias = _scaled_backward_matmuls(
-        u, unembed, (probs * (g_pe - mean_g[..., None])).astype(u.dtype), scale)
-    scaled_g_du = (scale[..., None] * g_du.astype(acc)).astype(u.dtype)
-    g_unembed = g_unembed + jnp.einsum("...s,...v->sv", scaled_g_du, (probs - is_target).astype(u.dtype),
-                                       preferred_element_type=acc)
+    # With e = coef (P - onehot): g_coef = <g_pe, P - onehot> = <g_du, (P - onehot) U^T>, from
+    # the forward's [.., s] product (the same rounded g_du as g_pe's, no pass over g_pe). The
+    # logits' cotangent is coef P (g_pe - r), r = <P, g_pe> = g_coef + g_pe[target].
+    g_coef = jnp.sum(g_du_in.astype(acc) * unscaled, axis=-1)
+    g_pe_target = jnp.where(
+        inside, jnp.take_along_axis(g_pe, jnp.where(inside, targets, 0)[..., None], axis=-1)[..., 0], 0)
+    mean_g = g_coef + g_pe_target
+    # total P (g_pe - r) = grad (g_pe - r) off the target, target_exp (g_pe - r) at it (grad
+    # holds total (P_t - 1) there).
+    unnormalised = (grad.astype(acc) * (g_pe - mean_g[..., None])).astype(u.dtype).at[
+        _target_index(targets, inside, vocab)].set(
+        (target_exp * (g_pe_target - mean_g)).astype(u.dtype), mode="drop", unique_indices=True)
+    g_u, g_unembed, g_bias = _scaled_backward_matmuls(u, unembed, unnormalised, scale / total)
+    scaled_g_du = ((scale / total)[..., None] * g_du.astype(acc)).astype(u.dtype)
+    g_unembed = g_unembed + jnp.einsum("...s,...v->sv", scaled_g_du, grad, preferred_element_type=acc)
     return (g_u.astype(u.dtype), _float0_like(targets), g_coef.astype(coef.dtype),
             g_unembed.astype(unembed.dtype), g_bias.astype(bias.dtype))
 
