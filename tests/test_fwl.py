@@ -229,25 +229,6 @@ def test_bfloat16_gradients_run_matmuls_in_bfloat16(meta_gradient):
         scale = float(jnp.abs(b).max())
         assert float(jnp.abs(a.astype(jnp.float32) - b).max()) < 5e-2 * scale + 1e-6
 
-
-def test_step_keeps_its_summed_gradient_in_the_compute_dtype():
-    """A fast tensor's step eta * summed keeps summed for the backward (eta's gradient only) in
-    bfloat16 when the head computes in it, in float32 otherwise; its gradients are exact."""
-    summed = jax.random.normal(jax.random.key(0), (2, 3, 4), jnp.float32)
-    eta = jnp.float32(0.7)
-    probe = jax.random.normal(jax.random.key(1), summed.shape, jnp.float32)
-    for keep in (jnp.bfloat16, jnp.float32):
-        out, vjp = jax.vjp(lambda e, s: fwl._step(e, s, keep), eta, summed)  # noqa: B023
-        kept = [x for x in jax.tree.leaves(vjp) if getattr(x, "shape", None) == summed.shape]
-        assert [x.dtype for x in kept] == [jnp.dtype(keep)]
-        g_eta, g_summed = vjp(probe)
-        _close(out, eta * summed, rtol=0, atol=0)
-        _close(g_summed, eta * probe, rtol=1e-7, atol=0)
-        _close(g_eta, jnp.sum(probe * summed.astype(keep).astype(jnp.float32)), rtol=1e-6, atol=0)
-    assert fwl._residual_dtype(jnp.bfloat16, jnp.float32) == jnp.bfloat16
-    assert fwl._residual_dtype(jnp.float16, jnp.float32) == jnp.float32  # its range: kept wide
-    assert fwl._residual_dtype(jnp.float32, jnp.float32) == jnp.float32
-
 def test_init_params_tree_and_step_size():
     params = fwl.init_params(jax.random.key(0), 6, CFG)
     shapes = jax.tree.map(jnp.shape, params)

@@ -31,7 +31,6 @@ The carried state (and the decoder's state) holds, per row, the sums the fast pa
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Callable
 
@@ -148,37 +147,6 @@ def _dense(x, w, acc):
     return mixed_einsum("...i,ij->...j", x, w.astype(x.dtype), acc)
 
 
-def _residual_dtype(compute, acc):
-    """The dtype :func:`_step` keeps its summed gradient in for the backward: the compute dtype
-    when it is a narrower one with float32's exponent range (bfloat16), else ``acc``."""
-    narrow = (jnp.finfo(compute).bits < jnp.finfo(acc).bits
-              and jnp.finfo(compute).maxexp >= jnp.finfo(jnp.float32).maxexp)
-    return jnp.dtype(compute if narrow else acc)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _step(eta, summed, keep):
-    """``eta * summed``: a fast tensor's step (``summed`` [B, T, ...], its summed gradient, in
-    the accumulation dtype; ``eta`` its scalar step size). The backward needs ``summed`` only
-    for the step size's gradient, a sum over every element, so it is kept in ``keep`` (the
-    compute dtype in bfloat16: half the bytes of the float32 [B, T, m] and [B, T, 3s + m]
-    arrays that autodiff would keep alive from the fast pass to its backward)."""
-    return eta * summed
-
-
-def _step_fwd(eta, summed, keep):
-    return eta * summed, (eta, summed.astype(keep))
-
-
-def _step_bwd(keep, residuals, g):
-    eta, kept = residuals
-    g_eta = jnp.sum(g * kept.astype(g.dtype)).astype(eta.dtype).reshape(eta.shape)
-    return g_eta, (eta * g).astype(g.dtype)
-
-
-_step.defvjp(_step_fwd, _step_bwd)
-
-
 def _layer_norm(z, eps):
     mean = jnp.mean(z, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(z - mean), axis=-1, keepdims=True)
@@ -207,7 +175,7 @@ def _forward(params, h, cfg: FWLConfig, prefix: Prefix | None = None, linear: Li
     def updated(name, value, query=None):
         if prefix is None or name not in cfg.fast_update:
             return value
-        return value - _step(eta[name].astype(acc), prefix(name, query), _residual_dtype(h.dtype, acc))
+        return value - eta[name].astype(acc) * prefix(name, query)
 
     z1 = updated("W1", dense("W1", h, params["W1"]), h) + updated("b1", params["b1"].astype(acc))
     relu1 = jax.nn.relu(z1)
