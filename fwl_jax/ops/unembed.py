@@ -21,8 +21,7 @@ on GPU it runs one chunk after another (one chunk's recomputed arrays alive at a
   <g_du, G U^T>`` (no pass over V) and ``r = <P, g_e> = g_coef + g_e[target]``:
   ``Q = P (g_e - r)``, ``g_u = coef (Q U^T)``, ``g_U = (coef u)^T Q + (coef g_du)^T G``,
   ``g_c = coef^T Q``. The recomputed float32 logits are read once (into G, in the compute
-  dtype) and G's own matmul runs before ``g_e`` (float32) is formed, so the logits and
-  ``g_e`` are never alive together and ``Q`` may be written over G.
+  dtype) and are dead before ``g_e`` (float32) is formed, so the two are never alive together.
 
 Per-position factors (``g_nll``, ``coef``, the softmax's ``1 / total``) multiply the narrow
 [.., s] side of each matmul, never a [.., V] array, and every vocabulary-sized array is read
@@ -248,20 +247,16 @@ def _softmax_grad_bwd(residuals, g_du):
     # The logits recomputed, one chunk, and read once: into grad (grad / total = P - onehot,
     # P the softmax), shifted by the forward's max (no max pass).
     parts = _softmax_parts(u, unembed, bias, targets, peak)
-    grad, total, target_exp = parts.grad, parts.total, parts.target_exp
+    # g_pe's matmul waits for grad, so the logits (float32, dead once grad exists) and g_pe
+    # are never alive together.
+    grad, total, target_exp, g_du = jax.lax.optimization_barrier(
+        (parts.grad, parts.total, parts.target_exp, g_du))
     acc = total.dtype
     vocab = grad.shape[-1]
     targets = targets.astype(jnp.promote_types(targets.dtype, jnp.int32))
     inside = (targets >= 0) & (targets < vocab)
     scale = coef.astype(acc)
-    # grad's own matmul first: g_U's term (coef g_du)^T (P - onehot).
-    scaled_g_du = ((scale / total)[..., None] * g_du.astype(acc)).astype(u.dtype)
-    g_unembed_p = jnp.einsum("...s,...v->sv", scaled_g_du, grad, preferred_element_type=acc)
-    # g_pe's matmul waits for it: the logits (float32, dead once grad exists) and g_pe are
-    # never alive together, and grad's last use is the pass below, which may write over it
-    # (beside g_pe, one [B, chunk, V] array in u's dtype, not two). grad itself stays out of
-    # the barrier: a value passed through one is not written over.
-    g_du_in, g_unembed_p = jax.lax.optimization_barrier((g_du.astype(u.dtype), g_unembed_p))
+    g_du_in = g_du.astype(u.dtype)
     g_pe = jnp.einsum("...s,sv->...v", g_du_in, unembed.astype(u.dtype), preferred_element_type=acc)
     # With e = coef (P - onehot): g_coef = <g_pe, P - onehot> = <g_du, (P - onehot) U^T>, from
     # the forward's [.., s] product (the same rounded g_du as g_pe's, no pass over g_pe). The
@@ -276,7 +271,8 @@ def _softmax_grad_bwd(residuals, g_du):
         _target_index(targets, inside, vocab)].set(
         (target_exp * (g_pe_target - mean_g)).astype(u.dtype), mode="drop", unique_indices=True)
     g_u, g_unembed, g_bias = _scaled_backward_matmuls(u, unembed, unnormalised, scale / total)
-    g_unembed = g_unembed + g_unembed_p
+    scaled_g_du = ((scale / total)[..., None] * g_du.astype(acc)).astype(u.dtype)
+    g_unembed = g_unembed + jnp.einsum("...s,...v->sv", scaled_g_du, grad, preferred_element_type=acc)
     return (g_u.astype(u.dtype), _float0_like(targets), g_coef.astype(coef.dtype),
             g_unembed.astype(unembed.dtype), g_bias.astype(bias.dtype))
 
