@@ -1,0 +1,19 @@
+#!/bin/bash
+# Session 11, job B (one GPU): bf16 backward matmuls in the head + leaner softmax_gradient backward, against session 10's final code.
+R=/tmp/res; rm -rf $R; mkdir -p $R
+echo "start $(date -u)" > $R/progress.txt
+rm -rf /tmp/snap; mkdir /tmp/snap; tar cf - --exclude=.whl --exclude=.git . | tar xf - -C /tmp/snap
+cd /tmp/snap
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv >> $R/progress.txt
+export PYTHONUNBUFFERED=1
+step() { echo "$(date -u +%T) begin $1" >> $R/progress.txt; local n=$1; shift; "$@" > $R/$n.log 2>&1; local rc=$?; echo "$(date -u +%T) end $n rc=$rc" >> $R/progress.txt; }
+rm -rf /tmp/old; cp -r /tmp/snap /tmp/old; for f in unembed fwl linear_attention; do cp .gpujob/var/s11_old/$f.py /tmp/old/fwl_jax/ops/$f.py; done
+V=plain,fwl_full,fwl_first_order
+(cd /tmp/old && PYTHONPATH=/tmp/site:/tmp/old step heads_old python .gpujob/heads.py $V 512 $R/heads_old.json)
+export PYTHONPATH=/tmp/site:/tmp/snap
+step heads_new python .gpujob/heads.py $V 512 $R/heads_new.json
+PROFILE=120 XLA_FLAGS="--xla_gpu_enable_command_buffer= --xla_dump_to=/tmp/dump --xla_dump_hlo_module_re=jit_loss" step profile python .gpujob/heads.py fwl_full 512 $R/profile.json
+mkdir -p $R/dump; cp /tmp/dump/*memory-usage-report* /tmp/dump/*after_optimizations.txt $R/dump/ 2>/dev/null
+step step_new python bench/step.py --config=configs/bench_ref.py --json=$R/step_new.json
+echo "done $(date -u)" >> $R/progress.txt
+touch $R/DONE
