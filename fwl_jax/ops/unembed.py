@@ -84,6 +84,10 @@ def _over_chunks(fn, per_position, shared, chunk, *, serial_backward=False):
     length = per_position[0].shape[1]
     if chunk <= 0 or chunk >= length:
         return fn(*per_position, *shared)
+    # The chunks' [s, V] gradients of the shared unembedding are summed as one array before
+    # the rest of the backward reads it (see _summed_apart): not kept apart until the sum
+    # with the unembedding's other uses, which XLA would otherwise fuse into one late add.
+    shared = _summed_apart(tuple(shared))
     outs = []
     for start in range(0, length, chunk):
         pieces = [x[:, start:start + chunk] for x in per_position]
@@ -95,6 +99,25 @@ def _over_chunks(fn, per_position, shared, chunk, *, serial_backward=False):
                 pieces[i] = x
         outs.append(fn(*pieces, *these))
     return jnp.concatenate(outs, axis=1)
+
+
+@jax.custom_vjp
+def _summed_apart(shared):
+    """Identity whose backward passes its cotangent (the sum over the chunks that read
+    ``shared``) through an optimization barrier, so XLA forms that sum as an array of its own
+    rather than adding each chunk's piece in one fusion with the other uses' at the end."""
+    return shared
+
+
+def _summed_apart_fwd(shared):
+    return shared, None
+
+
+def _summed_apart_bwd(_, cotangent):
+    return (jax.lax.optimization_barrier(cotangent),)
+
+
+_summed_apart.defvjp(_summed_apart_fwd, _summed_apart_bwd)
 
 
 @jax.custom_vjp
