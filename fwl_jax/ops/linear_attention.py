@@ -304,15 +304,18 @@ def _einsum(spec, a, b, *, acc):
 
 
 def mixed_einsum(spec: str, a: jax.Array, b: jax.Array, out_dtype) -> jax.Array:
-    """``einsum(spec, a, b)`` with operands in their (shared) dtype, accumulated and returned
-    in ``out_dtype``. When the operands are a narrower dtype with float32's exponent range
-    (bfloat16), the backward rounds the cotangent to the operands' dtype, so its matmuls run
-    in that dtype with ``out_dtype`` accumulation, as a bfloat16 network's backward does.
-    (Plain autodiff would widen the narrow operand to ``out_dtype`` and multiply in it:
-    float32 matmuls, on a GPU a few times slower than bfloat16's.) float16, whose range a
-    cotangent can leave, and equal dtypes keep plain autodiff."""
+    """``einsum(spec, a, b)`` with operands in their (shared) dtype, returned in ``out_dtype``
+    (the forward's matmul accumulates in it). When the operands are a narrower floating dtype
+    with float32's exponent range (bfloat16 under a float32 ``out_dtype``; also float32 under
+    float64), derivatives are taken in the operands' dtype: the backward rounds the cotangent to
+    it, so its matmuls take operands in that dtype (their accumulation is the backend's: float32
+    for bfloat16 on GPU) and return it, as a bfloat16 network's backward does; forward-mode
+    tangents are rounded alike. (Plain autodiff would widen the narrow operand to ``out_dtype``
+    and multiply in it: on a GPU, float32 matmuls a few times slower than bfloat16's.) float16,
+    whose range a cotangent can leave, and operands of ``out_dtype`` or of different dtypes
+    keep plain autodiff."""
     out_dtype = jnp.dtype(out_dtype)
-    if (a.dtype == b.dtype and jnp.issubdtype(a.dtype, jnp.floating) and a.dtype != out_dtype
+    if (a.dtype == b.dtype and jnp.issubdtype(a.dtype, jnp.floating) and jnp.issubdtype(out_dtype, jnp.floating)
             and jnp.finfo(a.dtype).bits < jnp.finfo(out_dtype).bits
             and jnp.finfo(a.dtype).maxexp >= jnp.finfo(jnp.float32).maxexp):
         return _mixed_einsum(spec, out_dtype, a, b)

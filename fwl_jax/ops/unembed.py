@@ -16,7 +16,8 @@ on GPU it runs one chunk after another (one chunk's recomputed arrays alive at a
 * :func:`softmax_gradient`: ``du = e U^T`` with ``e = coef (softmax(u U + c) - onehot)``
   [B, T, s], the FWL's per-token gradient at the head output. Its VJP (needed by the ``full``
   meta-gradient) recomputes ``G = P - onehot`` (``P = softmax(u U + c)``) chunk by chunk from
-  the logits, shifted by the forward's max, instead of keeping a [B, T, V] array; it keeps
+  the logits, shifted by the forward's max (float16: its logsumexp, and P kept in float32,
+  see ``_normalised_softmax_grad_bwd``), instead of keeping a [B, T, V] array; it keeps
   the forward's ``G U^T`` [B, T, s]. With ``g_e = g_du U``, ``g_coef = <g_e, G> =
   <g_du, G U^T>`` (no pass over V) and ``r = <P, g_e> = g_coef + g_e[target]``:
   ``Q = P (g_e - r)``, ``g_u = coef (Q U^T)``, ``g_U = (coef u)^T Q + (coef g_du)^T G``,
@@ -147,10 +148,12 @@ def _float0_like(x):
 class _Parts(NamedTuple):
     """What :func:`_softmax_parts` gives: ``grad / total = softmax(l) - onehot(target)``."""
 
-    peak: jax.Array  # [...] the shift of the exponentials (the logits' max in a forward)
+    peak: jax.Array  # [...] the shift of the exponentials: the logits' max in a forward (their
+    #                  logsumexp in float16), or the one given to _softmax_parts
     total: jax.Array  # [...] sum of exp(l - peak); 1 in float16 (grad normalised)
     target_logit: jax.Array  # [...] l at the target (0 for a target outside the vocabulary)
-    target_exp: jax.Array  # [...] the target's entry of softmax times total
+    target_exp: jax.Array  # [...] the target's entry of softmax times total (for a target
+    #                        outside the vocabulary exp(0) / total-or-1: unused, its scatter drops)
     grad: jax.Array  # [..., V] in u's dtype
 
     @property
@@ -267,6 +270,8 @@ def _softmax_grad_bwd(residuals, g_du):
     # Nothing of this backward (the logits' recomputation included) starts before g_du exists.
     residuals, g_du = jax.lax.optimization_barrier((residuals, g_du))
     u, targets, coef, unembed, bias, peak, unscaled = residuals
+    if not _wide_range(u.dtype):
+        return _normalised_softmax_grad_bwd(u, targets, coef, unembed, bias, peak, g_du)
     # The logits recomputed, one chunk, and read once: into grad (grad / total = P - onehot,
     # P the softmax), shifted by the forward's max (no max pass).
     parts = _softmax_parts(u, unembed, bias, targets, peak)
@@ -284,9 +289,15 @@ def _softmax_grad_bwd(residuals, g_du):
     # With e = coef (P - onehot): g_coef = <g_pe, P - onehot> = <g_du, (P - onehot) U^T>, from
     # the forward's [.., s] product (the same rounded g_du as g_pe's, no pass over g_pe). The
     # logits' cotangent is coef P (g_pe - r), r = <P, g_pe> = g_coef + g_pe[target].
-    g_coef = jnp.sum(g_du_in.astype(acc) * unscaled, axis=-1)
     g_pe_target = jnp.where(
         inside, jnp.take_along_axis(g_pe, jnp.where(inside, targets, 0)[..., None], axis=-1)[..., 0], 0)
+    # grad's target entry, total (P_t - 1), was rounded to u's dtype, which loses P_t itself
+    # when it is small (a confident wrong prediction): take that known rounding back out of
+    # the product, or r would carry it and shift every entry of the logits' cotangent by
+    # P times it (0 in float32 compute).
+    exact = target_exp - total
+    rounding = jnp.where(inside, exact.astype(u.dtype).astype(acc) - exact, 0)
+    g_coef = jnp.sum(g_du_in.astype(acc) * unscaled, axis=-1) - rounding / total * g_pe_target
     mean_g = g_coef + g_pe_target
     # total P (g_pe - r) = grad (g_pe - r) off the target, target_exp (g_pe - r) at it (grad
     # holds total (P_t - 1) there).
@@ -296,6 +307,27 @@ def _softmax_grad_bwd(residuals, g_du):
     g_u, g_unembed, g_bias = _scaled_backward_matmuls(u, unembed, unnormalised, scale / total)
     scaled_g_du = ((scale / total)[..., None] * g_du.astype(acc)).astype(u.dtype)
     g_unembed = g_unembed + jnp.einsum("...s,...v->sv", scaled_g_du, grad, preferred_element_type=acc)
+    return (g_u.astype(u.dtype), _float0_like(targets), g_coef.astype(coef.dtype),
+            g_unembed.astype(unembed.dtype), g_bias.astype(bias.dtype))
+
+
+def _normalised_softmax_grad_bwd(u, targets, coef, unembed, bias, lse, g_du):
+    """float16's backward (``lse`` is what its forward keeps as the shift): the softmax P in
+    float32 from the recomputed logits, for ``r = <P, g_pe>`` and the logits' cotangent (P - 1
+    rounded to float16 would lose P when P is near 1, at 2^-11)."""
+    probs = jnp.exp(logits(u, unembed, bias) - lse[..., None])
+    acc = probs.dtype
+    targets = targets.astype(jnp.promote_types(targets.dtype, jnp.int32))
+    is_target = jnp.arange(probs.shape[-1]) == targets[..., None]
+    scale = coef.astype(acc)
+    g_pe = jnp.einsum("...s,sv->...v", g_du.astype(u.dtype), unembed.astype(u.dtype), preferred_element_type=acc)
+    mean_g = jnp.sum(probs * g_pe, axis=-1)
+    g_coef = mean_g - jnp.sum(jnp.where(is_target, g_pe, 0), axis=-1)
+    g_u, g_unembed, g_bias = _scaled_backward_matmuls(
+        u, unembed, (probs * (g_pe - mean_g[..., None])).astype(u.dtype), scale)
+    scaled_g_du = (scale[..., None] * g_du.astype(acc)).astype(u.dtype)
+    g_unembed = g_unembed + jnp.einsum("...s,...v->sv", scaled_g_du, (probs - is_target).astype(u.dtype),
+                                       preferred_element_type=acc)
     return (g_u.astype(u.dtype), _float0_like(targets), g_coef.astype(coef.dtype),
             g_unembed.astype(unembed.dtype), g_bias.astype(bias.dtype))
 
