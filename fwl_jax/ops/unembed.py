@@ -155,6 +155,8 @@ class _Parts(NamedTuple):
     target_exp: jax.Array  # [...] the target's entry of softmax times total (for a target
     #                        outside the vocabulary exp(0) / total-or-1: unused, its scatter drops)
     grad: jax.Array  # [..., V] in u's dtype
+    rounded_total: jax.Array  # [...] sum of exp(l - peak) as rounded into grad (before its
+    #                           target entry is set); total in float16
 
     @property
     def lse(self):
@@ -193,10 +195,11 @@ def _softmax_parts(u, unembed, bias, targets, peak=None):
     if not _wide_range(u.dtype):
         lse = peak + jnp.log(total)
         grad = (jnp.exp(l - lse[..., None]) - (jnp.arange(vocab) == targets[..., None])).astype(u.dtype)
-        return _Parts(lse, jnp.ones_like(total), target_logit, target_exp / total, grad)
-    grad = shifted.astype(u.dtype).at[_target_index(targets, inside, vocab)].set(
+        return _Parts(lse, jnp.ones_like(total), target_logit, target_exp / total, grad, total)
+    rounded = shifted.astype(u.dtype)
+    grad = rounded.at[_target_index(targets, inside, vocab)].set(
         (target_exp - total).astype(u.dtype), mode="drop", unique_indices=True)
-    return _Parts(peak, total, target_logit, target_exp, grad)
+    return _Parts(peak, total, target_logit, target_exp, grad, jnp.sum(rounded.astype(total.dtype), axis=-1))
 
 
 def _target_index(targets, inside, vocab):
@@ -277,8 +280,8 @@ def _softmax_grad_bwd(residuals, g_du):
     parts = _softmax_parts(u, unembed, bias, targets, peak)
     # g_pe's matmul waits for grad, so the logits (float32, dead once grad exists) and g_pe
     # are never alive together.
-    grad, total, target_exp, g_du = jax.lax.optimization_barrier(
-        (parts.grad, parts.total, parts.target_exp, g_du))
+    grad, total, target_exp, rounded_total, g_du = jax.lax.optimization_barrier(
+        (parts.grad, parts.total, parts.target_exp, parts.rounded_total, g_du))
     acc = total.dtype
     vocab = grad.shape[-1]
     targets = targets.astype(jnp.promote_types(targets.dtype, jnp.int32))
@@ -291,14 +294,20 @@ def _softmax_grad_bwd(residuals, g_du):
     # logits' cotangent is coef P (g_pe - r), r = <P, g_pe> = g_coef + g_pe[target].
     g_pe_target = jnp.where(
         inside, jnp.take_along_axis(g_pe, jnp.where(inside, targets, 0)[..., None], axis=-1)[..., 0], 0)
-    # grad's target entry, total (P_t - 1), was rounded to u's dtype, which loses P_t itself
-    # when it is small (a confident wrong prediction): take that known rounding back out of
-    # the product, or r would carry it and shift every entry of the logits' cotangent by
-    # P times it (0 in float32 compute).
+    # The probabilities the pass below multiplies by are grad's rounded entries / total off
+    # the target and the exact target_exp / total at it. r is their weighted mean of g_pe:
+    # normalised by their own sum (not 1 once rounded), so that the logits' cotangent sums to
+    # 0 and does not change when g_pe is shifted by a constant, as the exact one does (without
+    # it, a g_pe with a large common part, as near-tied tokens with similar columns of U give,
+    # left errors of that part times the rounding). grad's target entry, total (P_t - 1), was
+    # rounded too, which loses P_t itself when it is small (a confident wrong prediction):
+    # that known rounding comes back out of the product. Both are no-ops in float32 compute.
     exact = target_exp - total
     rounding = jnp.where(inside, exact.astype(u.dtype).astype(acc) - exact, 0)
-    g_coef = jnp.sum(g_du_in.astype(acc) * unscaled, axis=-1) - rounding / total * g_pe_target
-    mean_g = g_coef + g_pe_target
+    weighted = jnp.sum(g_du_in.astype(acc) * unscaled, axis=-1) - rounding / total * g_pe_target + g_pe_target
+    weights_sum = (rounded_total + jnp.where(inside, target_exp - target_exp.astype(u.dtype).astype(acc), 0)) / total
+    mean_g = weighted / weights_sum
+    g_coef = mean_g - g_pe_target
     # total P (g_pe - r) = grad (g_pe - r) off the target, target_exp (g_pe - r) at it (grad
     # holds total (P_t - 1) there).
     unnormalised = (grad.astype(acc) * (g_pe - mean_g[..., None])).astype(u.dtype).at[
