@@ -181,10 +181,8 @@ def _softmax_parts(u, unembed, bias, targets, peak=None):
     the normalised ``grad = softmax - onehot`` with ``total = 1``, written in a third pass."""
     l = logits(u, unembed, bias)  # noqa: E741
     vocab = l.shape[-1]
-    targets = targets.astype(jnp.promote_types(targets.dtype, jnp.int32))  # V must fit its dtype
-    inside = (targets >= 0) & (targets < vocab)
-    target_logit = jnp.where(
-        inside, jnp.take_along_axis(l, jnp.where(inside, targets, 0)[..., None], axis=-1)[..., 0], 0)
+    targets, inside = _checked_targets(targets, vocab)
+    target_logit = _at_target(l, targets, inside)
     if peak is None:
         peak = jnp.max(l, axis=-1)
     shifted = jnp.exp(l - peak[..., None])
@@ -200,6 +198,17 @@ def _softmax_parts(u, unembed, bias, targets, peak=None):
     grad = rounded.at[_target_index(targets, inside, vocab)].set(
         (target_exp - total).astype(u.dtype), mode="drop", unique_indices=True)
     return _Parts(peak, total, target_logit, target_exp, grad, jnp.sum(rounded.astype(total.dtype), axis=-1))
+
+
+def _checked_targets(targets, vocab):
+    """(targets in at least int32, where V fits; whether each is inside the vocabulary)."""
+    targets = targets.astype(jnp.promote_types(targets.dtype, jnp.int32))
+    return targets, (targets >= 0) & (targets < vocab)
+
+
+def _at_target(x, targets, inside):
+    """x [..., V] at each position's target (one value a position, 0 outside the vocabulary)."""
+    return jnp.where(inside, jnp.take_along_axis(x, jnp.where(inside, targets, 0)[..., None], axis=-1)[..., 0], 0)
 
 
 def _target_index(targets, inside, vocab):
@@ -284,16 +293,14 @@ def _softmax_grad_bwd(residuals, g_du):
         (parts.grad, parts.total, parts.target_exp, parts.rounded_total, g_du))
     acc = total.dtype
     vocab = grad.shape[-1]
-    targets = targets.astype(jnp.promote_types(targets.dtype, jnp.int32))
-    inside = (targets >= 0) & (targets < vocab)
+    targets, inside = _checked_targets(targets, vocab)
     scale = coef.astype(acc)
     g_du_in = g_du.astype(u.dtype)
     g_pe = jnp.einsum("...s,sv->...v", g_du_in, unembed.astype(u.dtype), preferred_element_type=acc)
     # With e = coef (P - onehot): g_coef = <g_pe, P - onehot> = <g_du, (P - onehot) U^T>, from
     # the forward's [.., s] product (the same rounded g_du as g_pe's, no pass over g_pe). The
     # logits' cotangent is coef P (g_pe - r), r = <P, g_pe> = g_coef + g_pe[target].
-    g_pe_target = jnp.where(
-        inside, jnp.take_along_axis(g_pe, jnp.where(inside, targets, 0)[..., None], axis=-1)[..., 0], 0)
+    g_pe_target = _at_target(g_pe, targets, inside)
     # The probabilities the pass below multiplies by are grad's rounded entries / total off
     # the target and the exact target_exp / total at it. r is their weighted mean of g_pe:
     # normalised by their own sum (not 1 once rounded), so that the logits' cotangent sums to
@@ -326,7 +333,7 @@ def _normalised_softmax_grad_bwd(u, targets, coef, unembed, bias, lse, g_du):
     rounded to float16 would lose P when P is near 1, at 2^-11)."""
     probs = jnp.exp(logits(u, unembed, bias) - lse[..., None])
     acc = probs.dtype
-    targets = targets.astype(jnp.promote_types(targets.dtype, jnp.int32))
+    targets, _ = _checked_targets(targets, probs.shape[-1])
     is_target = jnp.arange(probs.shape[-1]) == targets[..., None]
     scale = coef.astype(acc)
     g_pe = jnp.einsum("...s,sv->...v", g_du.astype(u.dtype), unembed.astype(u.dtype), preferred_element_type=acc)
