@@ -19,10 +19,12 @@ on GPU it runs one chunk after another (one chunk's recomputed arrays alive at a
   the logits, shifted by the forward's max (float16: its logsumexp, and P kept in float32,
   see ``_normalised_softmax_grad_bwd``), instead of keeping a [B, T, V] array; it keeps
   the forward's ``G U^T`` [B, T, s]. With ``g_e = g_du U``, ``g_coef = <g_e, G> =
-  <g_du, G U^T>`` (no pass over V) and ``r = <P, g_e> = g_coef + g_e[target]``:
+  <g_du, G U^T>`` (no pass over V) and ``r = <P, g_e> = g_coef + g_e[target]`` (in a narrow
+  compute dtype, the mean under the rounded P the cotangent multiplies by, see the backward):
   ``Q = P (g_e - r)``, ``g_u = coef (Q U^T)``, ``g_U = (coef u)^T Q + (coef g_du)^T G``,
-  ``g_c = coef^T Q``. The recomputed float32 logits are read once (into G, in the compute
-  dtype) and are dead before ``g_e`` (float32) is formed, so the two are never alive together.
+  ``g_c = coef^T Q``. Outside float16, the recomputed float32 logits are read once (into G, in
+  the compute dtype) and are dead before ``g_e`` (float32) is formed, so the two are never
+  alive together.
 
 Per-position factors (``g_nll``, ``coef``, the softmax's ``1 / total``) multiply the narrow
 [.., s] side of each matmul, never a [.., V] array, and every vocabulary-sized array is read
