@@ -8,6 +8,7 @@ checkpoint; the documents are `--documents` random-token documents of `--doc_len
 
 Usage: python bench/eval_cost.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
            [--documents=16] [--doc_len=4096] [--segment_len=128] [--merge_every=0[,F...]]
+           [--modes=standard,fwl,dynamic]
            [--workdir=RUN] [--json=PATH]
 """
 
@@ -33,6 +34,8 @@ def _extra(values):
     flags.DEFINE_float("lr", 1e-5, "dynamic evaluation's SGD step", flag_values=values)
     flags.DEFINE_list("merge_every", ["0"], "dynamic evaluation's merge_every (DynamicSettings); several "
                       "values give a row each", flag_values=values)
+    flags.DEFINE_list("modes", ["standard", "fwl", "dynamic"], "the rows to run (a subset of standard, fwl, "
+                      "dynamic; the ratios need standard and fwl)", flag_values=values)
     flags.DEFINE_string("workdir", None, "read parameters from this run", flag_values=values)
     flags.DEFINE_integer("profile", 0, "also print (and write to the JSON) the top N ops of each mode, "
                          "traced over one more pass", flag_values=values)
@@ -54,7 +57,11 @@ def main(argv=None) -> dict:
     rows = {}
     merges = [int(m) for m in values.merge_every]
     dynamic = [("dynamic" if len(merges) == 1 else f"dynamic merge_every={m}", False, m) for m in merges]
-    for name, fwl_enabled, merge_every in [("standard", False, None), ("fwl", True, None)] + dynamic:
+    unknown = set(values.modes) - {"standard", "fwl", "dynamic"}
+    if unknown or not values.modes:
+        sys.exit(f"error: --modes takes standard, fwl and dynamic, got {','.join(values.modes)}")
+    modes = [m for m in [("standard", False, None), ("fwl", True, None)] if m[0] in values.modes]
+    for name, fwl_enabled, merge_every in modes + (dynamic if "dynamic" in values.modes else []):
         c = config.copy_and_resolve_references()
         with c.unlocked():
             c.model.fwl_enabled = fwl_enabled
@@ -78,19 +85,21 @@ def main(argv=None) -> dict:
                     scorer, params, split, seq_len=c.data.seq_len, batch_size=lanes)[0].nll, values.profile)
                 print_op_profile(rows[name]["profile"], name)
     for row in rows.values():
-        row["cost_vs_standard"] = rows["standard"]["tokens_per_s"] / row["tokens_per_s"]
+        if "standard" in rows:
+            row["cost_vs_standard"] = rows["standard"]["tokens_per_s"] / row["tokens_per_s"]
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
               "documents": values.documents, "doc_len": values.doc_len, "lanes": lanes,
-              "seq_len": config.data.seq_len, "segment_len": values.segment_len,
-              "fwl_speed_vs_dynamic": rows["fwl"]["tokens_per_s"] / rows[dynamic[0][0]]["tokens_per_s"],
-              "rows": rows}
+              "seq_len": config.data.seq_len, "segment_len": values.segment_len, "rows": rows}
+    if "fwl" in rows and dynamic[0][0] in rows:
+        report["fwl_speed_vs_dynamic"] = rows["fwl"]["tokens_per_s"] / rows[dynamic[0][0]]["tokens_per_s"]
     print(f"{report['device']}, jax {report['jax']}, {values.documents} documents of "
           f"{values.doc_len} tokens, {lanes} lanes, windows of {config.data.seq_len}")
     print("mode | tokens/s | cost vs standard")
     for name, r in rows.items():
-        print(f"{name} | {r['tokens_per_s']:,.0f} | {r['cost_vs_standard']:.2f}")
-    print(f"FWL evaluation is {report['fwl_speed_vs_dynamic']:.2f}x the speed of dynamic evaluation"
-          + ("" if len(dynamic) == 1 else f" ({dynamic[0][0]})"))
+        print(f"{name} | {r['tokens_per_s']:,.0f} | " + (f"{r['cost_vs_standard']:.2f}" if "standard" in rows else "-"))
+    if "fwl_speed_vs_dynamic" in report:
+        print(f"FWL evaluation is {report['fwl_speed_vs_dynamic']:.2f}x the speed of dynamic evaluation"
+              + ("" if len(dynamic) == 1 else f" ({dynamic[0][0]})"))
     write_json(report, values.json)
     return report
 

@@ -124,7 +124,7 @@ def head_row(config, steps: int, warmup: int) -> dict:
         return optax.softmax_cross_entropy_with_integer_labels(
             logits.astype(jnp.float32), targets).mean()
 
-    row = {}
+    row = {"head_flops_per_token": flops_per_token(cfg, t, training=True, batch_size=b, head_only=True)}
     for prefix, loss in (("head", nll_loss), ("head_logits", logits_loss)):
         step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
         seconds = mean_seconds(lambda: step(params, h, targets, weights), steps, warmup)
@@ -156,6 +156,7 @@ def main(argv=None) -> dict:
         row["eval_flops_vs_plain"] = row["eval_flops_per_token"] / plain["eval_flops_per_token"]
         row["temp_vs_plain"] = row["temp_gib"] / max(plain["temp_gib"], 1e-12)
         row["head_time_vs_plain"] = row["head_ms"] / plain["head_ms"]
+        row["head_flops_vs_plain"] = row["head_flops_per_token"] / plain["head_flops_per_token"]
         row["head_temp_vs_plain"] = row["head_temp_gib"] / max(plain["head_temp_gib"], 1e-12)
         row["head_logits_time_vs_plain"] = row["head_logits_ms"] / plain["head_logits_ms"]
         row["head_logits_temp_vs_plain"] = row["head_logits_temp_gib"] / max(plain["head_logits_temp_gib"], 1e-12)
@@ -171,7 +172,7 @@ def _print(report: dict) -> None:
     print(f"{report['device']}, jax {report['jax']}, batch {report['batch_size']}, "
           f"T {report['seq_len']}")
     header = ("variant", "train ms", "x plain", "FLOP x", "MFU", "temp GiB", "x plain",
-              "eval ms", "x plain", "head ms", "x plain", "head GiB", "x plain",
+              "eval ms", "x plain", "head ms", "x plain", "head FLOP x", "head GiB", "x plain",
               "logits-head ms", "x plain", "logits-head GiB", "x plain")
     print(" | ".join(header))
     for name, r in report["rows"].items():
@@ -180,7 +181,8 @@ def _print(report: dict) -> None:
                           f"{r['flops_vs_plain']:.2f}", mfu, f"{r['temp_gib']:.3f}",
                           f"{r['temp_vs_plain']:.2f}", f"{r['eval_ms']:.2f}",
                           f"{r['eval_time_vs_plain']:.2f}", f"{r['head_ms']:.2f}",
-                          f"{r['head_time_vs_plain']:.2f}", f"{r['head_temp_gib']:.3f}",
+                          f"{r['head_time_vs_plain']:.2f}", f"{r['head_flops_vs_plain']:.2f}",
+                          f"{r['head_temp_gib']:.3f}",
                           f"{r['head_temp_vs_plain']:.2f}", f"{r['head_logits_ms']:.2f}",
                           f"{r['head_logits_time_vs_plain']:.2f}", f"{r['head_logits_temp_gib']:.3f}",
                           f"{r['head_logits_temp_vs_plain']:.2f}"]))

@@ -42,9 +42,12 @@ def test_step_tiny(tmp_path):
     assert set(rows) == {"plain", "fwl_full", "fwl_first_order"}
     assert rows["plain"]["time_vs_plain"] == 1.0 and rows["plain"]["flops_vs_plain"] == 1.0
     assert rows["fwl_full"]["flops_vs_plain"] > rows["fwl_first_order"]["flops_vs_plain"] > 1.0
+    # the head alone is a larger share of the FWL's extra work than of the whole step
+    assert rows["fwl_full"]["head_flops_vs_plain"] > rows["fwl_full"]["flops_vs_plain"]
     for row in rows.values():
         assert row["train_ms"] > 0 and row["head_ms"] > 0 and row["temp_gib"] > 0
         assert row["time_vs_plain"] == row["train_ms"] / rows["plain"]["train_ms"]
+        assert row["head_flops_vs_plain"] == row["head_flops_per_token"] / rows["plain"]["head_flops_per_token"]
         assert 0 < len(row["train_profile"]["ops"]) <= 3
     assert (tmp_path / "step.json").exists()
 
@@ -90,6 +93,22 @@ def test_eval_cost_rows_for_several_merges():
     assert one["tokens"] == two["tokens"] == rows["standard"]["tokens"]
     assert abs(one["perplexity"] - two["perplexity"]) < 1e-3 * one["perplexity"]
     assert report["fwl_speed_vs_dynamic"] == rows["fwl"]["tokens_per_s"] / one["tokens_per_s"]
+
+def test_eval_cost_modes_run_only_their_rows():
+    """`--modes=dynamic,standard`: those rows (in the table's order) and their costs against
+    standard; no FWL row, so no FWL-against-dynamic ratio; an unknown mode is an error."""
+    bench = _load("eval_cost")
+    report = bench.main(["eval_cost.py", "--config=configs/tiny.py", "--documents=2", "--doc_len=100",
+                         "--segment_len=32", "--modes=dynamic,standard"])
+    rows = report["rows"]
+    assert list(rows) == ["standard", "dynamic"] and "fwl_speed_vs_dynamic" not in report
+    assert rows["dynamic"]["cost_vs_standard"] == rows["standard"]["tokens_per_s"] / rows["dynamic"]["tokens_per_s"]
+    alone = bench.main(["eval_cost.py", "--config=configs/tiny.py", "--documents=2", "--doc_len=100",
+                        "--modes=fwl"])["rows"]
+    assert list(alone) == ["fwl"] and "cost_vs_standard" not in alone["fwl"]
+    with pytest.raises(SystemExit, match="--modes takes standard, fwl and dynamic, got fwl,plain"):
+        bench.main(["eval_cost.py", "--config=configs/tiny.py", "--modes=fwl,plain"])
+
 
 def test_attention_tiny():
     report = _load("attention").main(["--shape=2,32,2,8", "--segments=1,3", "--impls=xla",

@@ -166,6 +166,30 @@ def test_flops_per_token_agrees_with_xla_cost_analysis(enabled, meta):
     assert training / n_tokens == pytest.approx(flops_per_token(cfg, 64, training=True, batch_size=2), rel=0.1)
 
 
+@pytest.mark.parametrize("enabled,meta", [(False, "full"), (True, "full"), (True, "first_order")])
+def test_head_only_flops_agree_with_xla_cost_analysis(enabled, meta):
+    """`head_only`: the head's value and gradient (parameters and input) for fixed body outputs,
+    as `bench/step.py` times it, against XLA's count of the compiled function."""
+    fc = dataclasses.replace(fwl_ops.FWLConfig(size=64, vocab_size=512, inner_loss_scale=1 / 64), meta_gradient=meta)
+    cfg = ModelConfig(vocab_size=512, d_model=64, num_layers=2, num_heads=4, mlp_dim=256, max_len=64,
+                      dtype="float32", fwl=fc, fwl_enabled=enabled)
+    params = fwl_ops.init_params(jax.random.key(0), 64, fc)
+    h = jax.random.normal(jax.random.key(1), (2, 64, 64))
+    targets = jax.random.randint(jax.random.key(2), (2, 64), 0, 512)
+    weights = jnp.ones((2, 64))
+
+    def loss(params, h):
+        if enabled:
+            return fwl_ops.fwl_token_nll(params, h, targets, weights, fc)[0].mean()
+        return fwl_ops.slow_token_nll(params, h, targets, fc).mean()
+    counted = _compiled_flops(jax.value_and_grad(loss, argnums=(0, 1)), params, h) / targets.size
+    assert counted == pytest.approx(flops_per_token(cfg, 64, training=True, batch_size=2, head_only=True), rel=0.1)
+    body = flops_per_token(cfg, 64, batch_size=2) - flops_per_token(cfg, 64, batch_size=2, head_only=True)
+    assert body == pytest.approx(flops_per_token(dataclasses.replace(cfg, fwl_enabled=False), 64, batch_size=2)
+                                 - flops_per_token(dataclasses.replace(cfg, fwl_enabled=False), 64, batch_size=2,
+                                                   head_only=True))
+
+
 def test_param_count():
     tokens = _tokens()
     params = _init(CFG, tokens)["params"]

@@ -69,9 +69,14 @@ def _attention_flops(batch, length, dk, dv, fc):
     return attention_flops(method, batch, length, dk, dv, chunk or 1, initial_state=False, final_state=False)
 
 
-def flops_per_token(config: ModelConfig, seq_len: int, training: bool = True, batch_size: int = 1) -> float:
-    """Matmul FLOPs per token, forward only or forward + backward (see the module docstring)."""
+def flops_per_token(config: ModelConfig, seq_len: int, training: bool = True, batch_size: int = 1,
+                    head_only: bool = False) -> float:
+    """Matmul FLOPs per token, forward only or forward + backward (see the module docstring);
+    ``head_only``: the head's alone (its value and the gradients of its parameters and input,
+    as `bench/step.py` times it), without the body's."""
     p = flop_breakdown(config, seq_len, batch_size)
+    if head_only:
+        p["body"] = 0.0
     if not training:
         return sum(p.values())
     if config.fwl_enabled and config.fwl.meta_gradient == "first_order":
