@@ -7,7 +7,8 @@ timed over `--steps` after `--warmup`; tokens/s; MFU = flops_per_token x tokens/
 XLA's temporary memory of the compiled step. The head alone: value and gradient of the
 mean cross-entropy for fixed body outputs, through `fwl_token_nll` / `slow_token_nll` (the
 chunked path training uses) and through whole logits (`fwl_logits` / `slow_logits` and
-optax's cross-entropy).
+optax's cross-entropy); "head FLOP x" is the ratio of the head's matmul FLOPs alone
+(`flops_per_token(..., head_only=True)`: what the chunked head's value and gradient compute).
 Ratios are to the plain model (or plain head) of the same run.
 
 Usage: python bench/step.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
@@ -102,7 +103,8 @@ def model_row(config, steps: int, warmup: int, peak, profile: int = 0) -> dict:
 def head_row(config, steps: int, warmup: int) -> dict:
     """The head alone, value and gradient of the mean token loss for fixed body outputs:
     `head_*` through `token_nll` (what training uses), `head_logits_*` through whole [B, T, V]
-    logits and optax's cross-entropy (what a plain JAX head does)."""
+    logits and optax's cross-entropy (what a plain JAX head does); `head_flops_per_token`, the
+    matmul FLOPs of the `head_*` function (value and gradient), from `flops_per_token`."""
     cfg = model_config(config)
     b, t = config.train.batch_size, config.data.seq_len
     dtype = cfg.compute_dtype

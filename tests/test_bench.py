@@ -42,12 +42,11 @@ def test_step_tiny(tmp_path):
     assert set(rows) == {"plain", "fwl_full", "fwl_first_order"}
     assert rows["plain"]["time_vs_plain"] == 1.0 and rows["plain"]["flops_vs_plain"] == 1.0
     assert rows["fwl_full"]["flops_vs_plain"] > rows["fwl_first_order"]["flops_vs_plain"] > 1.0
-    # the head alone is a larger share of the FWL's extra work than of the whole step
+    # the FWL adds relatively more to the head alone than to the whole step
     assert rows["fwl_full"]["head_flops_vs_plain"] > rows["fwl_full"]["flops_vs_plain"]
     for row in rows.values():
         assert row["train_ms"] > 0 and row["head_ms"] > 0 and row["temp_gib"] > 0
         assert row["time_vs_plain"] == row["train_ms"] / rows["plain"]["train_ms"]
-        assert row["head_flops_vs_plain"] == row["head_flops_per_token"] / rows["plain"]["head_flops_per_token"]
         assert 0 < len(row["train_profile"]["ops"]) <= 3
     assert (tmp_path / "step.json").exists()
 
@@ -106,8 +105,10 @@ def test_eval_cost_modes_run_only_their_rows():
     alone = bench.main(["eval_cost.py", "--config=configs/tiny.py", "--documents=2", "--doc_len=100",
                         "--modes=fwl"])["rows"]
     assert list(alone) == ["fwl"] and "cost_vs_standard" not in alone["fwl"]
-    with pytest.raises(SystemExit, match="--modes takes standard, fwl and dynamic, got fwl,plain"):
+    with pytest.raises(SystemExit, match="--modes takes a subset of standard,fwl,dynamic; unknown: plain"):
         bench.main(["eval_cost.py", "--config=configs/tiny.py", "--modes=fwl,plain"])
+    with pytest.raises(SystemExit, match="got none"):
+        bench.main(["eval_cost.py", "--config=configs/tiny.py", "--modes="])
 
 
 def test_attention_tiny():

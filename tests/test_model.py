@@ -166,10 +166,30 @@ def test_flops_per_token_agrees_with_xla_cost_analysis(enabled, meta):
     assert training / n_tokens == pytest.approx(flops_per_token(cfg, 64, training=True, batch_size=2), rel=0.1)
 
 
+def _jaxpr_matmul_flops(jaxpr):
+    """2 x multiply-adds of every dot_general in `jaxpr` and its sub-jaxprs (custom VJPs'
+    backward passes included), before XLA simplifies anything."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (contracting, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += 2 * np.prod(eqn.outvars[0].aval.shape) * np.prod([lhs[i] for i in contracting])
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    total += _jaxpr_matmul_flops(inner)
+    return total
+
+
 @pytest.mark.parametrize("enabled,meta", [(False, "full"), (True, "full"), (True, "first_order")])
-def test_head_only_flops_agree_with_xla_cost_analysis(enabled, meta):
-    """`head_only`: the head's value and gradient (parameters and input) for fixed body outputs,
-    as `bench/step.py` times it, against XLA's count of the compiled function."""
+def test_head_only_flops_are_the_matmuls_of_the_head_alone(enabled, meta):
+    """`head_only`: the head's value and gradient (parameters and input) for fixed body
+    outputs, as `bench/step.py` times it, against the matmuls of that function's program
+    (counted in its jaxpr: XLA's CPU count would not do, since on the CPU XLA merges the slow
+    logits the backward recomputes with the forward's, which the GPU keeps apart). Within 2%:
+    leaving out the recomputation (2 s V a token) would be 4% off here."""
     fc = dataclasses.replace(fwl_ops.FWLConfig(size=64, vocab_size=512, inner_loss_scale=1 / 64), meta_gradient=meta)
     cfg = ModelConfig(vocab_size=512, d_model=64, num_layers=2, num_heads=4, mlp_dim=256, max_len=64,
                       dtype="float32", fwl=fc, fwl_enabled=enabled)
@@ -182,12 +202,9 @@ def test_head_only_flops_agree_with_xla_cost_analysis(enabled, meta):
         if enabled:
             return fwl_ops.fwl_token_nll(params, h, targets, weights, fc)[0].mean()
         return fwl_ops.slow_token_nll(params, h, targets, fc).mean()
-    counted = _compiled_flops(jax.value_and_grad(loss, argnums=(0, 1)), params, h) / targets.size
-    assert counted == pytest.approx(flops_per_token(cfg, 64, training=True, batch_size=2, head_only=True), rel=0.1)
-    body = flops_per_token(cfg, 64, batch_size=2) - flops_per_token(cfg, 64, batch_size=2, head_only=True)
-    assert body == pytest.approx(flops_per_token(dataclasses.replace(cfg, fwl_enabled=False), 64, batch_size=2)
-                                 - flops_per_token(dataclasses.replace(cfg, fwl_enabled=False), 64, batch_size=2,
-                                                   head_only=True))
+    jaxpr = jax.make_jaxpr(jax.value_and_grad(loss, argnums=(0, 1)))(params, h).jaxpr
+    counted = _jaxpr_matmul_flops(jaxpr) / targets.size
+    assert counted == pytest.approx(flops_per_token(cfg, 64, training=True, batch_size=2, head_only=True), rel=0.02)
 
 
 def test_param_count():

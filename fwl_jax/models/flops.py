@@ -19,6 +19,9 @@ backward of the per-token gradient recomputes them chunk by chunk rather than ke
 [B, T, V] float32 array (:mod:`fwl_jax.ops.unembed`). With ``meta_gradient="first_order"``
 the update's keys and values are constants, so the slow pass and the per-token gradients get
 no backward (1x) and the linear attention only the query's (2x).
+
+``head_only=True`` leaves the body out: the head's value and the gradients of its
+parameters and of its input (the body's output), as ``bench/step.py`` times the head alone.
 """
 
 from __future__ import annotations
