@@ -12,7 +12,10 @@ optax's cross-entropy); "head FLOP x" is the ratio of the head's matmul FLOPs al
 Ratios are to the plain model (or plain head) of the same run.
 
 Usage: python bench/step.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
-           [--steps=10] [--warmup=2] [--variants=plain,fwl_full,fwl_first_order] [--json=PATH]
+           [--steps=10] [--warmup=2] [--variants=plain,fwl_full,fwl_first_order] [--profile=N]
+           [--json=PATH]
+(On a GPU, profile with XLA_FLAGS=--xla_gpu_enable_command_buffer= so that the trace names
+each kernel.)
 """
 
 import sys
@@ -41,12 +44,13 @@ def _extra(values):
     flags.DEFINE_list("variants", list(VARIANTS), "variants to run (plain is always run: the ratios' base)",
                       flag_values=values)
     flags.DEFINE_integer("profile", 0, "also print (and write to the JSON) the top N ops of each "
-                         "variant's train step, traced over one more step", flag_values=values)
+                         "variant's train step, traced over one more step, with their JAX scopes, and "
+                         "the top N module paths by time summed over every op", flag_values=values)
     flags.DEFINE_string("json", None, "write the table here", flag_values=values)
 
 
-def _temp_gib(jitted, *args) -> float:
-    analysis = jitted.lower(*args).compile().memory_analysis()
+def _temp_gib(compiled) -> float:
+    analysis = compiled.memory_analysis()
     return getattr(analysis, "temp_size_in_bytes", 0) / 2**30 if analysis else float("nan")
 
 
@@ -73,14 +77,17 @@ def model_row(config, steps: int, warmup: int, peak, profile: int = 0) -> dict:
     tokens = batch["inputs"].size
     rng = jax.random.key(0)
     with trainer.context():
-        train_temp = _temp_gib(trainer._train, state, batch, rng)
+        # The same executable as the timed calls' (XLA's autotuning choices are cached in the
+        # process), so its instruction names are the trace's: the profile's scopes come from it.
+        compiled = trainer._train.lower(state, batch, rng).compile()
+        train_temp = _temp_gib(compiled)
         box = [state]
 
         def train():
             box[0], metrics = trainer._train(box[0], batch, rng)
             return metrics["loss"]
         train_s = mean_seconds(train, steps, warmup)
-        train_profile = op_profile(train, profile) if profile else None
+        train_profile = op_profile(train, profile, (compiled.as_text(),)) if profile else None
         forward = jax.jit(lambda p, b: trainer.model.apply(
             {"params": p}, b["inputs"], targets=b["targets"],
             weights=b["weights"].astype(jnp.float32), positions=b["positions"],
@@ -131,7 +138,7 @@ def head_row(config, steps: int, warmup: int) -> dict:
         step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
         seconds = mean_seconds(lambda: step(params, h, targets, weights), steps, warmup)
         row[f"{prefix}_ms"] = 1e3 * seconds
-        row[f"{prefix}_temp_gib"] = _temp_gib(step, params, h, targets, weights)
+        row[f"{prefix}_temp_gib"] = _temp_gib(step.lower(params, h, targets, weights).compile())
     return row
 
 

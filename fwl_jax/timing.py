@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Callable
 
@@ -28,7 +29,7 @@ def write_json(report: dict, path: str | None) -> None:
             json.dump(report, f, indent=1)
 
 
-def op_profile(fn: Callable[[], object], top: int = 20) -> dict:
+def op_profile(fn: Callable[[], object], top: int = 20, hlo_texts: tuple[str, ...] = ()) -> dict:
     """Where the time of ``fn()`` goes, op by op: runs it once under `jax.profiler.trace`
     (run it once before, so compilation is not traced) and sums the traced XLA ops' times by
     their HLO name (`summarize_op_events`). Device ops (GPU kernels) when the trace has any,
@@ -36,8 +37,15 @@ def op_profile(fn: Callable[[], object], top: int = 20) -> dict:
     GPU command buffers on, XLA runs many kernels as one graph whose ops the trace does not
     name: set ``XLA_FLAGS=--xla_gpu_enable_command_buffer=`` to see them.
 
+    ``hlo_texts``: the compiled modules' texts (``jitted.lower(...).compile().as_text()``) of
+    what ``fn`` runs. Each op then gets its JAX scope (the instruction's ``op_name``
+    metadata, `hlo_scopes`) and the time is also summed by module path (`scope_group`): the
+    GPU trace names kernels (``loop_add_fusion.12``), not what they compute.
+
     Returns {"total_s": traced op time, "ops": the `top` ops as {"op", "module", "seconds",
-    "share", "calls", and "long_name" (the HLO instruction) where the profiler gives it}}.
+    "share", "calls", and "long_name" (the HLO instruction) where the profiler gives it,
+    "scope" where ``hlo_texts`` give it}, and with ``hlo_texts`` "by_scope": the `top` module
+    paths as {"scope", "seconds", "share", "calls"} summed over every op}.
     """
     import glob
     import tempfile
@@ -55,14 +63,48 @@ def op_profile(fn: Callable[[], object], top: int = 20) -> dict:
     device = [p for p in planes if p.name.startswith("/device:")]
     lines = [[(event.start_ns, event.duration_ns, dict(event.stats)) for event in line.events
               if not event.name.startswith("end:")] for plane in device or planes for line in plane.lines]
-    return {**summarize_op_events(lines, top), "device": bool(device)}
+    scopes = {}
+    for text in hlo_texts:
+        scopes.update(hlo_scopes(text))
+    return {**summarize_op_events(lines, top, scopes if hlo_texts else None), "device": bool(device)}
 
 
-def summarize_op_events(lines, top: int = 20) -> dict:
+_MODULE = re.compile(r"^HloModule ([^\s,]+)", re.M)
+_INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = [^\n]*?metadata=\{[^}\n]*?op_name="([^"\n]*)"', re.M)
+
+
+def hlo_scopes(hlo_text: str) -> dict[tuple[str, str], str]:
+    """{(module name, instruction name): its JAX scope} from a compiled module's text: the
+    ``op_name`` of each instruction's metadata, e.g.
+    ``jit(step)/transpose(jvp(TransformerLM))/body/layers_3/mlp/up/dot_general``; the trace's
+    events name the module (``hlo_module``) and the instruction (``hlo_op``)."""
+    found = _MODULE.search(hlo_text)
+    if found is None:
+        raise ValueError("not an HLO module's text (no 'HloModule' line): pass compiled.as_text()")
+    module = found.group(1)
+    return {(module, name): scope for name, scope in _INSTRUCTION.findall(hlo_text)}
+
+
+def scope_group(scope: str | None) -> str:
+    """The module path of a JAX scope, for summing time by part of the model: the ``jit(...)``
+    wrappers and the primitive's name dropped and layer numbers as ``layers_N``, so
+    ``jit(step)/jit(main)/transpose(jvp(TransformerLM))/body/layers_3/mlp/up/dot_general``
+    is ``transpose(jvp(TransformerLM))/body/layers_N/mlp/up``. Ops outside every module (an
+    optimizer's update, casts of the parameters) are "(outside modules)"; ops the compiled
+    text gives no scope are "(no scope)"."""
+    if scope is None:
+        return "(no scope)"
+    parts = [p for p in scope.split("/") if p and not re.fullmatch(r"jit\(.*\)", p)]
+    path = re.sub(r"layers_\d+", "layers_N", "/".join(parts[:-1]))
+    return path or "(outside modules)"
+
+
+def summarize_op_events(lines, top: int = 20, scopes: dict | None = None) -> dict:
     """`op_profile`'s sums from the traced events of each timeline, given as lists of
     (start_ns, duration_ns, stats). An event that contains the next one whole (a while loop's
     around its body's ops) is left out; events that merely overlap (consecutive GPU kernels
-    may, on Hopper) are both counted."""
+    may, on Hopper) are both counted. ``scopes`` ({(module, op): JAX scope}, `hlo_scopes`)
+    adds each op's "scope" and the sums by module path, "by_scope" (`scope_group`)."""
     from collections import defaultdict
     seconds, calls, names = defaultdict(float), defaultdict(int), {}
     for line in lines:
@@ -77,10 +119,21 @@ def summarize_op_events(lines, top: int = 20) -> dict:
             if "long_name" in stats:
                 names[key] = str(stats["long_name"])[:300]
     total = sum(seconds.values())
-    ops = [{"op": op, "module": module, "seconds": s, "share": s / total if total else 0.0,
-            "calls": calls[(op, module)], **({"long_name": names[(op, module)]} if (op, module) in names else {})}
+    share = lambda s: s / total if total else 0.0  # noqa: E731
+    ops = [{"op": op, "module": module, "seconds": s, "share": share(s), "calls": calls[(op, module)],
+            **({"long_name": names[(op, module)]} if (op, module) in names else {}),
+            **({"scope": scopes[(module, op)]} if scopes and (module, op) in scopes else {})}
            for (op, module), s in sorted(seconds.items(), key=lambda kv: -kv[1])[:top]]
-    return {"total_s": total, "ops": ops}
+    summary = {"total_s": total, "ops": ops}
+    if scopes is not None:
+        by_scope, scope_calls = defaultdict(float), defaultdict(int)
+        for key, s in seconds.items():
+            group = scope_group(scopes.get(key[::-1]))  # keys are (op, module)
+            by_scope[group] += s
+            scope_calls[group] += calls[key]
+        summary["by_scope"] = [{"scope": g, "seconds": s, "share": share(s), "calls": scope_calls[g]}
+                               for g, s in sorted(by_scope.items(), key=lambda kv: -kv[1])[:top]]
+    return summary
 
 
 def print_op_profile(profile: dict, title: str) -> None:
@@ -89,6 +142,12 @@ def print_op_profile(profile: dict, title: str) -> None:
               "XLA_FLAGS=--xla_gpu_enable_command_buffer=)")
         return
     print(f"{title}: {profile['total_s'] * 1e3:.1f} ms of traced {'device' if profile['device'] else 'host'} ops")
-    print("share | ms | calls | op | HLO")
+    print("share | ms | calls | op | scope or HLO")
     for o in profile["ops"]:
-        print(f"{o['share']:.1%} | {o['seconds'] * 1e3:.2f} | {o['calls']} | {o['op']} | {o.get('long_name', '')[:160]}")
+        print(f"{o['share']:.1%} | {o['seconds'] * 1e3:.2f} | {o['calls']} | {o['op']} | "
+              f"{o.get('scope', o.get('long_name', ''))[:160]}")
+    if "by_scope" in profile:
+        print(f"{title}, by module path (every op, summed):")
+        print("share | ms | calls | scope")
+        for g in profile["by_scope"]:
+            print(f"{g['share']:.1%} | {g['seconds'] * 1e3:.2f} | {g['calls']} | {g['scope']}")

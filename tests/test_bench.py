@@ -48,6 +48,9 @@ def test_step_tiny(tmp_path):
         assert row["train_ms"] > 0 and row["head_ms"] > 0 and row["temp_gib"] > 0
         assert row["time_vs_plain"] == row["train_ms"] / rows["plain"]["train_ms"]
         assert 0 < len(row["train_profile"]["ops"]) <= 3
+        # the traced ops are the compiled step's: their scopes are found (module paths summed)
+        assert 0 < len(row["train_profile"]["by_scope"]) <= 3
+        assert any(g["scope"] != "(no scope)" for g in row["train_profile"]["by_scope"])
     assert (tmp_path / "step.json").exists()
 
 
@@ -141,6 +144,51 @@ def test_scaling_tiny(tmp_path, monkeypatch):
         assert r["mfu"] > 0  # against the 1 TFLOP/s peak given
     assert rows[("fsdp_tp2", 2)]["mfu"] / rows[("data", 1)]["mfu"] == pytest.approx(rows[("fsdp_tp2", 2)]["efficiency"])
     assert (tmp_path / "scaling.json").exists()
+
+
+def test_op_profile_names_each_op_s_scope_from_the_compiled_text():
+    """With the compiled module's text, each traced op gets its JAX scope and the time is
+    summed by module path: the backward's matmuls land in the backward's module paths, and
+    the sums by path add up to the traced total."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from fwl_jax.timing import op_profile
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return jnp.sum(nn.Dense(16, name="up")(jnp.tanh(nn.Dense(32, name="down")(x))) ** 2)
+
+    net = Net()
+    x = jnp.ones((256, 8))
+    params = net.init(jax.random.key(0), x)
+    step = jax.jit(jax.grad(lambda p, x: net.apply(p, x)))
+    jax.block_until_ready(step(params, x))
+    text = step.lower(params, x).compile().as_text()
+    profile = op_profile(lambda: step(params, x), top=100, hlo_texts=(text,))
+    scopes = {g["scope"]: g["seconds"] for g in profile["by_scope"]}
+    assert sum(scopes.values()) == pytest.approx(profile["total_s"])
+    assert "(no scope)" not in scopes  # every traced op is found in the compiled text
+    assert {"jvp(Net)/down", "transpose(jvp(Net))/down", "transpose(jvp(Net))/up"} <= set(scopes)
+    assert all("scope" in o for o in profile["ops"])
+    without = op_profile(lambda: step(params, x), top=100)
+    assert "by_scope" not in without and all("scope" not in o for o in without["ops"])
+
+
+def test_scope_groups_and_hlo_scopes():
+    from fwl_jax.timing import hlo_scopes, scope_group
+    assert (scope_group("jit(step)/jit(main)/transpose(jvp(TransformerLM))/body/layers_11/mlp/up/dot_general")
+            == "transpose(jvp(TransformerLM))/body/layers_N/mlp/up")
+    assert scope_group("jit(_train)/jit(main)/mul") == "(outside modules)"
+    assert scope_group(None) == "(no scope)"
+    text = ('HloModule jit_f, entry_computation_layout={()->f32[]}\n\nENTRY %main {\n'
+            '  %a.1 = f32[2]{0} add(%x, %y), metadata={op_name="jit(f)/M/layers_2/add" stack_frame_id=3}\n'
+            '  ROOT %loop_fusion.3 = f32[] fusion(%a.1), kind=kLoop, calls=%c, metadata={op_name="jit(f)/mul"}\n'
+            '  %b = f32[2]{0} copy(%a.1)\n}\n')
+    assert hlo_scopes(text) == {("jit_f", "a.1"): "jit(f)/M/layers_2/add", ("jit_f", "loop_fusion.3"): "jit(f)/mul"}
+    with pytest.raises(ValueError, match="HloModule"):
+        hlo_scopes("not HLO")
 
 
 def test_op_profile_sums_kernels_not_their_enclosing_loop():
