@@ -69,6 +69,26 @@ def op_profile(fn: Callable[[], object], top: int = 20, hlo_texts: tuple[str, ..
     return {**summarize_op_events(lines, top, scopes if hlo_texts else None), "device": bool(device)}
 
 
+class CompiledTexts:
+    """Wraps a jitted function to record its calls' argument shapes, so that ``texts()`` can
+    compile each distinct call once more and return the modules' texts (`op_profile`'s
+    ``hlo_texts``) for a function called deep inside a loop (dynamic evaluation's window
+    step). XLA's autotuning choices are cached in the process, so the text names the same
+    instructions as the executable that ran."""
+
+    def __init__(self, jitted):
+        self.jitted, self._calls = jitted, {}
+
+    def __call__(self, *args):
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), args)
+        self._calls.setdefault(repr(abstract), abstract)
+        return self.jitted(*args)
+
+    def texts(self) -> tuple[str, ...]:
+        return tuple(self.jitted.lower(*args).compile().as_text() for args in self._calls.values())
+
+
 _MODULE = re.compile(r"^HloModule ([^\s,]+)", re.M)
 _INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = [^\n]*?metadata=\{[^}\n]*?op_name="([^"\n]*)"', re.M)
 

@@ -78,6 +78,8 @@ def test_eval_cost_tiny():
         ops = row["profile"]["ops"]
         assert 0 < len(ops) <= 4 and all(o["seconds"] > 0 and o["calls"] > 0 for o in ops)
         assert sum(o["share"] for o in ops) <= 1.0 + 1e-9
+        # the window step's compiled text names the traced ops' scopes
+        assert any(g["scope"] != "(no scope)" for g in row["profile"]["by_scope"])
     assert rows["standard"]["cost_vs_standard"] == 1.0
     assert rows["standard"]["tokens"] == rows["fwl"]["tokens"] == rows["dynamic"]["tokens"] == 302
     assert report["fwl_speed_vs_dynamic"] == rows["fwl"]["tokens_per_s"] / rows["dynamic"]["tokens_per_s"]
