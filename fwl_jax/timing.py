@@ -90,33 +90,40 @@ class CompiledTexts:
 
 
 _MODULE = re.compile(r"^HloModule ([^\s,]+)", re.M)
-_INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = [^\n]*?metadata=\{[^}\n]*?op_name="([^"\n]*)"', re.M)
+# An instruction's name and its metadata's op_name (a quoted string that may hold \" and \\).
+_INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = [^\n]*?metadata=\{[^}\n]*?op_name="((?:[^"\\\n]|\\.)*)"',
+                          re.M)
 
 
 def hlo_scopes(hlo_text: str) -> dict[tuple[str, str], str]:
     """{(module name, instruction name): its JAX scope} from a compiled module's text: the
     ``op_name`` of each instruction's metadata, e.g.
-    ``jit(step)/transpose(jvp(TransformerLM))/body/layers_3/mlp/up/dot_general``; the trace's
-    events name the module (``hlo_module``) and the instruction (``hlo_op``)."""
+    ``jit(_train_step)/transpose(jvp(TransformerLM.token_nll))/TransformerLM._body/body/layers_3/mlp/up/dot_general``;
+    the trace's events name the module (``hlo_module``) and the instruction (``hlo_op``)."""
     found = _MODULE.search(hlo_text)
     if found is None:
         raise ValueError("not an HLO module's text (no 'HloModule' line): pass compiled.as_text()")
     module = found.group(1)
-    return {(module, name): scope for name, scope in _INSTRUCTION.findall(hlo_text)}
+    return {(module, name): re.sub(r"\\(.)", r"\1", scope) for name, scope in _INSTRUCTION.findall(hlo_text)}
 
 
 def scope_group(scope: str | None) -> str:
-    """The module path of a JAX scope, for summing time by part of the model: the ``jit(...)``
-    wrappers and the primitive's name dropped and layer numbers as ``layers_N``, so
-    ``jit(step)/jit(main)/transpose(jvp(TransformerLM))/body/layers_3/mlp/up/dot_general``
-    is ``transpose(jvp(TransformerLM))/body/layers_N/mlp/up``. Ops outside every module (an
-    optimizer's update, casts of the parameters) are "(outside modules)"; ops the compiled
-    text gives no scope are "(no scope)"."""
+    """The module path of a JAX scope, for summing time by part of the model. Of an op XLA
+    merged from several (``a;b``) the first scope counts; the ``jit(...)`` wrappers, the
+    primitive's name and the parts that name no module (``vmap(...)``, einsum specs such as
+    ``...i,ij->...j``) are dropped, except the autodiff wrappers (``jvp(...)``,
+    ``transpose(...)``), and layer numbers read ``layers_N``. So
+    ``jit(_train_step)/transpose(jvp(TransformerLM.token_nll))/TransformerLM._body/body/layers_3/mlp/up/dot_general``
+    is ``transpose(jvp(TransformerLM.token_nll))/TransformerLM._body/body/layers_N/mlp/up``. Ops
+    with no part left are "(outside modules)": in a train step those outside the loss's
+    gradient (the optimizer's update, the metrics); ops the compiled text gives no scope are
+    "(no scope)"."""
     if scope is None:
         return "(no scope)"
-    parts = [p for p in scope.split("/") if p and not re.fullmatch(r"jit\(.*\)", p)]
-    path = re.sub(r"layers_\d+", "layers_N", "/".join(parts[:-1]))
-    return path or "(outside modules)"
+    parts = scope.split(";")[0].split("/")[:-1]
+    kept = [p for p in parts if p and not re.fullmatch(r"jit\(.*\)", p)
+            and (p.startswith(("jvp(", "transpose(")) or not ("->" in p or p.startswith("vmap(")))]
+    return re.sub(r"layers_\d+", "layers_N", "/".join(kept)) or "(outside modules)"
 
 
 def summarize_op_events(lines, top: int = 20, scopes: dict | None = None) -> dict:
@@ -133,22 +140,22 @@ def summarize_op_events(lines, top: int = 20, scopes: dict | None = None) -> dic
         for i, (start, _, duration, stats) in enumerate(events):
             if i + 1 < len(events) and 0 < events[i + 1][2] and events[i + 1][0] + events[i + 1][2] <= start + duration:
                 continue  # it contains the next op: count the inner ones
-            key = (str(stats["hlo_op"]), str(stats.get("hlo_module", "")))
+            key = (str(stats.get("hlo_module", "")), str(stats["hlo_op"]))
             seconds[key] += duration * 1e-9
             calls[key] += 1
             if "long_name" in stats:
                 names[key] = str(stats["long_name"])[:300]
     total = sum(seconds.values())
     share = lambda s: s / total if total else 0.0  # noqa: E731
-    ops = [{"op": op, "module": module, "seconds": s, "share": share(s), "calls": calls[(op, module)],
-            **({"long_name": names[(op, module)]} if (op, module) in names else {}),
+    ops = [{"op": op, "module": module, "seconds": s, "share": share(s), "calls": calls[(module, op)],
+            **({"long_name": names[(module, op)]} if (module, op) in names else {}),
             **({"scope": scopes[(module, op)]} if scopes and (module, op) in scopes else {})}
-           for (op, module), s in sorted(seconds.items(), key=lambda kv: -kv[1])[:top]]
+           for (module, op), s in sorted(seconds.items(), key=lambda kv: -kv[1])[:top]]
     summary = {"total_s": total, "ops": ops}
     if scopes is not None:
         by_scope, scope_calls = defaultdict(float), defaultdict(int)
         for key, s in seconds.items():
-            group = scope_group(scopes.get(key[::-1]))  # keys are (op, module)
+            group = scope_group(scopes.get(key))
             by_scope[group] += s
             scope_calls[group] += calls[key]
         summary["by_scope"] = [{"scope": g, "seconds": s, "share": share(s), "calls": scope_calls[g]}
@@ -165,7 +172,7 @@ def print_op_profile(profile: dict, title: str) -> None:
     print("share | ms | calls | op | scope or HLO")
     for o in profile["ops"]:
         print(f"{o['share']:.1%} | {o['seconds'] * 1e3:.2f} | {o['calls']} | {o['op']} | "
-              f"{o.get('scope', o.get('long_name', ''))[:160]}")
+              + (o["scope"][-160:] if "scope" in o else o.get("long_name", "")[:160]))
     if "by_scope" in profile:
         print(f"{title}, by module path (every op, summed):")
         print("share | ms | calls | scope")

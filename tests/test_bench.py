@@ -148,10 +148,10 @@ def test_scaling_tiny(tmp_path, monkeypatch):
     assert (tmp_path / "scaling.json").exists()
 
 
-def test_op_profile_names_each_op_s_scope_from_the_compiled_text():
+def test_op_profile_names_each_op_scope_from_the_compiled_text():
     """With the compiled module's text, each traced op gets its JAX scope and the time is
-    summed by module path: the backward's matmuls land in the backward's module paths, and
-    the sums by path add up to the traced total."""
+    summed by module path: the forward's and the backward's matmuls land in their module
+    paths, and the sums by path add up to the traced total."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
@@ -169,26 +169,35 @@ def test_op_profile_names_each_op_s_scope_from_the_compiled_text():
     jax.block_until_ready(step(params, x))
     text = step.lower(params, x).compile().as_text()
     profile = op_profile(lambda: step(params, x), top=100, hlo_texts=(text,))
-    scopes = {g["scope"]: g["seconds"] for g in profile["by_scope"]}
-    assert sum(scopes.values()) == pytest.approx(profile["total_s"])
-    assert "(no scope)" not in scopes  # every traced op is found in the compiled text
-    assert {"jvp(Net)/down", "transpose(jvp(Net))/down", "transpose(jvp(Net))/up"} <= set(scopes)
-    assert all("scope" in o for o in profile["ops"])
+    groups = {g["scope"]: g for g in profile["by_scope"]}
+    assert sum(g["seconds"] for g in groups.values()) == pytest.approx(profile["total_s"])
+    # the traced ops are the compiled text's (XLA may add a copy without metadata)
+    calls = sum(g["calls"] for g in groups.values())
+    assert groups.get("(no scope)", {"calls": 0})["calls"] <= calls // 4
+    assert {"jvp(Net)/down", "transpose(jvp(Net))/down", "transpose(jvp(Net))/up"} <= set(groups)
+    assert any(o.get("scope", "").endswith("transpose(jvp(Net))/down/transpose") for o in profile["ops"])
     without = op_profile(lambda: step(params, x), top=100)
     assert "by_scope" not in without and all("scope" not in o for o in without["ops"])
 
 
 def test_scope_groups_and_hlo_scopes():
     from fwl_jax.timing import hlo_scopes, scope_group
-    assert (scope_group("jit(step)/jit(main)/transpose(jvp(TransformerLM))/body/layers_11/mlp/up/dot_general")
-            == "transpose(jvp(TransformerLM))/body/layers_N/mlp/up")
+    assert (scope_group("jit(_train_step)/transpose(jvp(TransformerLM.token_nll))/TransformerLM._body/body/"
+                        "layers_11/mlp/up/dot_general")
+            == "transpose(jvp(TransformerLM.token_nll))/TransformerLM._body/body/layers_N/mlp/up")
+    # merged ops count their first scope; vmap and einsum parts name no module
+    assert (scope_group("jit(f)/jvp(M)/head/vmap(BTNH,BSNH->BNTS)/...s,sv->...v/dot_general;jit(f)/other/add")
+            == "jvp(M)/head")
+    assert scope_group("jit(f)/transpose(jvp(...i,ij->...j))/dot_general") == "transpose(jvp(...i,ij->...j))"
     assert scope_group("jit(_train)/jit(main)/mul") == "(outside modules)"
     assert scope_group(None) == "(no scope)"
     text = ('HloModule jit_f, entry_computation_layout={()->f32[]}\n\nENTRY %main {\n'
-            '  %a.1 = f32[2]{0} add(%x, %y), metadata={op_name="jit(f)/M/layers_2/add" stack_frame_id=3}\n'
+            '  %a.1 = f32[2]{0} add(%x, %y), metadata={op_type="add" op_name="jit(f)/M/layers_2/add" stack_frame_id=3}\n'
             '  ROOT %loop_fusion.3 = f32[] fusion(%a.1), kind=kLoop, calls=%c, metadata={op_name="jit(f)/mul"}\n'
+            '  %custom-call.7 = f32[2]{0} custom-call(%a.1), metadata={op_name="jit(f)/we\\"ird\\\\/add"}\n'
             '  %b = f32[2]{0} copy(%a.1)\n}\n')
-    assert hlo_scopes(text) == {("jit_f", "a.1"): "jit(f)/M/layers_2/add", ("jit_f", "loop_fusion.3"): "jit(f)/mul"}
+    assert hlo_scopes(text) == {("jit_f", "a.1"): "jit(f)/M/layers_2/add", ("jit_f", "loop_fusion.3"): "jit(f)/mul",
+                                ("jit_f", "custom-call.7"): 'jit(f)/we"ird\\/add'}
     with pytest.raises(ValueError, match="HloModule"):
         hlo_scopes("not HLO")
 
