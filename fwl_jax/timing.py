@@ -81,7 +81,8 @@ class CompiledTexts:
 
     def __call__(self, *args):
         abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), args)
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+            if hasattr(x, "shape") else x, args)  # a non-array argument is kept as it is
         self._calls.setdefault(repr(abstract), abstract)
         return self.jitted(*args)
 
