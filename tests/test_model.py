@@ -1,15 +1,19 @@
 """TransformerLM: decoding, packed segments, the shared head tree, scan/remat, sharding, FLOPs."""
 
+import contextlib
 import dataclasses
+import io
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.ad_checkpoint import print_saved_residuals
 
 from fwl_jax.models import (LOGICAL_RULES, ModelConfig, TransformerLM, decode_step, flops_per_token, generate,
                             logical_shardings, make_mesh, param_count, prefill, stack_layers, unstack_layers)
+from fwl_jax.models.transformer import Mlp
 from fwl_jax.ops import fwl as fwl_ops
 
 FWL = fwl_ops.FWLConfig(size=16, vocab_size=61, inner_loss_scale=1 / 32, hidden_mult=2, step_size_init=0.5)
@@ -267,3 +271,39 @@ def test_bad_tokens():
         model.apply(variables, _tokens((1, 40)))
     with pytest.raises(ValueError, match="segment_ids must have the shape"):
         model.apply(variables, tokens, segment_ids=jnp.ones((2, 5), jnp.int32))
+
+
+@pytest.mark.parametrize("mlp_type", ["gelu", "swiglu"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_mlp_recomputes_its_activation_and_keeps_only_the_matmul_outputs(mlp_type, dtype):
+    """The block's MLP equals the plain expression (values and gradients), and what its
+    backward keeps of [B, T, mlp_dim] size is the matmuls' outputs and the activation's
+    output only: gelu's tanh and silu's sigmoid are recomputed."""
+    cfg = dataclasses.replace(CFG, mlp_type=mlp_type, dtype=dtype)
+    x = jax.random.normal(jax.random.key(0), (2, 12, cfg.d_model), jnp.float32)
+    module = Mlp(cfg)
+    params = nn.unbox(module.init(jax.random.key(1), x))["params"]
+    act = {"gelu": lambda p, x: nn.gelu(x @ p["up"]["kernel"].astype(x.dtype)),
+           "swiglu": lambda p, x: nn.silu(x @ p["gate"]["kernel"].astype(x.dtype)) * (x @ p["up"]["kernel"].astype(x.dtype))}
+
+    def plain(p, x):
+        x = x.astype(cfg.compute_dtype)
+        return act[mlp_type](p, x) @ p["down"]["kernel"].astype(x.dtype)
+
+    def loss(fn):
+        return lambda p, x: jnp.sum(jnp.sin(fn(p, x).astype(jnp.float32)))
+
+    got, got_grads = jax.jit(jax.value_and_grad(loss(lambda p, x: module.apply({"params": p}, x)), (0, 1)))(params, x)
+    want, want_grads = jax.jit(jax.value_and_grad(loss(plain), (0, 1)))(params, x)
+    tol = 1e-6 if dtype == "float32" else 1e-2
+    _close(got, want, tol)
+    jax.tree.map(lambda a, b: _close(a, b, tol), got_grads, want_grads)
+    def wide_residuals(fn):  # what the backward keeps of [B, T, mlp_dim] size, one line each
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text):
+            print_saved_residuals(loss(fn), params, x)
+        return [line for line in text.getvalue().splitlines() if f"[2,12,{cfg.mlp_dim}]" in line]
+
+    wide = wide_residuals(lambda p, x: module.apply({"params": p}, x))
+    assert len(wide) == {"gelu": 2, "swiglu": 3}[mlp_type], wide
+    assert len(wide_residuals(plain)) > len(wide)  # what autodiff alone keeps
