@@ -214,3 +214,43 @@ def test_op_profile_sums_kernels_not_their_enclosing_loop():
     summary = summarize_op_events([line], top=10)
     assert {o["op"]: round(o["seconds"] * 1e9) for o in summary["ops"]} == {"a": 300, "b": 100, "c": 500, "d": 400}
     assert abs(summary["total_s"] * 1e9 - 1300) < 1e-6
+
+
+def test_optimizer_tiny(tmp_path):
+    module = _load("optimizer")
+    report = module.main(["optimizer.py", "--config=configs/tiny.py", "--steps=1", "--warmup=1",
+                          f"--json={tmp_path}/optimizer.json"])
+    rows = report["rows"]
+    assert set(rows) == {"tree", "flat", "one_pass"} and rows["one_pass"]["vs_one_pass"] == 1.0
+    for row in rows.values():
+        assert row["ms"] > 0 and row["entry_ops"] > 0
+    assert rows["tree"]["entry_ops"] > rows["one_pass"]["entry_ops"]  # a kernel or more a parameter
+    assert (tmp_path / "optimizer.json").exists()
+
+
+def test_optimizer_floor_is_optax_adamw_on_one_vector(monkeypatch):
+    """The floor row's hand-written update is the arithmetic of optax's clipping and AdamW."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    from fwl_jax.cli import parse_config_flags
+    from fwl_jax.train.optim import learning_rate_schedule
+
+    module = _load("optimizer")
+    argv = ["x", "--config=configs/tiny.py", "--config.train.grad_clip=0.5", "--config.train.warmup_steps=2"]
+    monkeypatch.setattr("sys.argv", argv)  # ml_collections finds --config.FIELD overrides in sys.argv
+    train = parse_config_flags(argv).config.train
+    schedule = learning_rate_schedule(train)
+    tx = optax.chain(optax.clip_by_global_norm(train.grad_clip), optax.adamw(
+        schedule, b1=train.b1, b2=train.b2, eps=train.eps, weight_decay=train.weight_decay))
+    p = jax.random.normal(jax.random.key(0), (300,))
+    state, ours = tx.init(p), (p, jnp.zeros_like(p), jnp.zeros_like(p), jnp.zeros((), jnp.int32))
+    want = p
+    for i in range(3):
+        g = jax.random.normal(jax.random.key(i + 1), (300,))
+        updates, state = tx.update(g, state, want)
+        want = optax.apply_updates(want, updates)
+        *ours, norm = module._adam_one_pass(train, schedule)(*ours, g)
+        np.testing.assert_allclose(norm, jnp.linalg.norm(g), rtol=1e-6)
+        np.testing.assert_allclose(ours[0], want, rtol=1e-5, atol=1e-7)

@@ -1,0 +1,145 @@
+"""The optimizer's update alone, over a config's parameters, against the memory traffic it
+needs, side by side on one device: how much of the train step's optimizer time is the
+update's bytes and how much is its number of kernels.
+
+Rows (random gradients, the parameters and optimizer state of `Trainer.init_state`):
+
+* ``tree``: what the train step runs after the gradients: the trainer's optimizer
+  (`fwl_jax.train.optim.make_optimizer`: global-norm clipping, AdamW with decay on the
+  matrices, the step sizes' multiplier) over the parameter tree, `optax.apply_updates`, and
+  the gradient-norm metric. XLA gives each parameter its own kernels.
+* ``flat``: `optax.flatten` of clipping and AdamW (no masks: they need the tree): the
+  parameters, gradients and moments as one vector each, concatenated and split in the call.
+* ``one_pass``: the floor: the same arithmetic written on one flat float32 vector per
+  quantity (the gradient's norm, then one elementwise update reading p, g, mu, nu and
+  writing p, mu, nu), no tree at all.
+
+For each: ms per update, the bytes a parameter that the floor's traffic (32: the norm's read
+of g, then 28) would take at that time's rate (GB/s), and the count of ops in the compiled
+module's entry computation (on a GPU about its kernel count).
+
+Usage: python bench/optimizer.py --config=configs/bench_ref.py [--steps=20] [--warmup=3] [--json=PATH]
+"""
+
+import re
+import sys
+
+import jax
+import jax.numpy as jnp
+import optax
+from absl import flags
+
+from fwl_jax.cli import parse_config_flags
+from fwl_jax.models import make_mesh
+from fwl_jax.timing import mean_seconds, write_json
+from fwl_jax.train.optim import learning_rate_schedule
+from fwl_jax.train.step import Trainer
+
+BYTES_PER_PARAM = 32  # the floor: the norm reads g (4), the update reads p, g, mu, nu and writes p, mu, nu (28)
+
+# Entry-computation instructions that launch no kernel of their own.
+_NO_KERNEL = ("parameter", "constant", "bitcast", "get-tuple-element", "tuple")
+
+
+def _extra(values):
+    flags.DEFINE_integer("steps", 20, "timed updates", flag_values=values)
+    flags.DEFINE_integer("warmup", 3, "untimed updates (compilation)", flag_values=values)
+    flags.DEFINE_string("json", None, "write the table here", flag_values=values)
+
+
+def entry_ops(hlo_text: str) -> int:
+    """Instructions of the compiled module's ENTRY computation that launch work (not
+    parameters, constants, bitcasts or tuples): on a GPU, about its kernel count."""
+    entry = hlo_text[hlo_text.index("\nENTRY"):]
+    body = entry[:entry.index("\n}")]
+    count = 0
+    for line in body.splitlines()[1:]:
+        match = re.match(r"\s*(?:ROOT\s+)?%\S+ = .*? ([a-z][a-z0-9_-]*)\(", line)
+        if match and match.group(1) not in _NO_KERNEL:
+            count += 1
+    return count
+
+
+def _timed(update, carry, grads, steps, warmup):
+    """(seconds per call, entry ops) of ``update(*carry, grads) -> (*carry, norm)``, its
+    carry donated and fed back as the train step's state is."""
+    jitted = jax.jit(update, donate_argnums=tuple(range(len(carry))))
+    ops = entry_ops(jitted.lower(*carry, grads).compile().as_text())
+    box = [carry]
+
+    def call():
+        *box[0], norm = jitted(*box[0], grads)
+        return norm
+    return mean_seconds(call, steps, warmup), ops
+
+
+def _adam_one_pass(train, schedule):
+    """The floor: clipping and AdamW on flat float32 vectors, written out."""
+    def update(p, mu, nu, count, g):
+        norm = jnp.sqrt(jnp.sum(jnp.square(g)))
+        if train.grad_clip > 0:
+            g = g * jnp.minimum(1.0, train.grad_clip / jnp.maximum(norm, 1e-12))
+        lr = schedule(count)  # optax's schedule reads the count before this update
+        count = count + 1
+        mu = train.b1 * mu + (1 - train.b1) * g
+        nu = train.b2 * nu + (1 - train.b2) * jnp.square(g)
+        mu_hat = mu / (1 - train.b1 ** count.astype(jnp.float32))
+        nu_hat = nu / (1 - train.b2 ** count.astype(jnp.float32))
+        p = p - lr * (mu_hat / (jnp.sqrt(nu_hat) + train.eps) + train.weight_decay * p)
+        return p, mu, nu, count, norm
+    return update
+
+
+def main(argv=None) -> dict:
+    values = parse_config_flags(argv or sys.argv, _extra)
+    config, steps, warmup = values.config, values.steps, values.warmup
+    train = config.train
+    trainer = Trainer(config, make_mesh(devices=jax.devices()[:1]))
+    with trainer.context():
+        state = trainer.init_state(0)
+    params = state.params
+    keys = jax.random.split(jax.random.key(0), len(jax.tree.leaves(params)))
+    grads = jax.tree.unflatten(jax.tree.structure(params), [
+        1e-3 * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, jax.tree.leaves(params))])
+    count = sum(x.size for x in jax.tree.leaves(params))
+    rows = {}
+
+    def tree_update(p, opt_state, g):
+        updates, opt_state = trainer.tx.update(g, opt_state, p)
+        return optax.apply_updates(p, updates), opt_state, optax.tree.norm(g)
+    # Each row donates its own copies (the trainer's step donates its state too).
+    fresh = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731
+    rows["tree"] = _timed(tree_update, (fresh(params), fresh(state.opt_state)), grads, steps, warmup)
+
+    parts = [optax.clip_by_global_norm(train.grad_clip)] if train.grad_clip > 0 else []
+    flat_tx = optax.flatten(optax.chain(*parts, optax.adamw(
+        learning_rate_schedule(train), b1=train.b1, b2=train.b2, eps=train.eps,
+        weight_decay=train.weight_decay)))
+
+    def flat_update(p, opt_state, g):
+        updates, opt_state = flat_tx.update(g, opt_state, p)
+        return optax.apply_updates(p, updates), opt_state, optax.tree.norm(g)
+    rows["flat"] = _timed(flat_update, (fresh(params), flat_tx.init(params)), grads, steps, warmup)
+
+    flat = lambda tree: jnp.concatenate([x.ravel().astype(jnp.float32) for x in jax.tree.leaves(tree)])  # noqa: E731
+    vector = flat(params)
+    rows["one_pass"] = _timed(_adam_one_pass(train, learning_rate_schedule(train)),
+                              (vector, jnp.zeros_like(vector), jnp.zeros_like(vector), jnp.zeros((), jnp.int32)),
+                              flat(grads), steps, warmup)
+
+    floor = rows["one_pass"][0]
+    table = {name: {"ms": 1e3 * seconds, "vs_one_pass": seconds / floor, "entry_ops": ops,
+                    "gb_per_s": BYTES_PER_PARAM * count / seconds / 1e9}
+             for name, (seconds, ops) in rows.items()}
+    report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "parameters": count,
+              "leaves": len(jax.tree.leaves(params)), "rows": table}
+    print(f"{report['device']}, jax {report['jax']}, {count:,} parameters in {report['leaves']} arrays")
+    print("row | ms | x one_pass | GB/s at 32 B a parameter | entry ops")
+    for name, r in table.items():
+        print(f"{name} | {r['ms']:.3f} | {r['vs_one_pass']:.2f} | {r['gb_per_s']:,.0f} | {r['entry_ops']}")
+    write_json(report, values.json)
+    return report
+
+
+if __name__ == "__main__":
+    main()
