@@ -21,7 +21,7 @@ def get_config():
     # The fastest settings on one GPU at this shape (H200, docs/PERFORMANCE.md): the plain
     # step 39.5 ms (scan, dots_saveable remat) -> 34.8 ms; FSDP over 4 GPUs is faster too,
     # though the scanned form scales a little better (with the pipelining flags training sets).
-    c.model.remat = "none"  # activations fit: 7.8 GiB of temporaries for the plain model
+    c.model.remat = "none"  # activations fit: 8.2 GiB of temporaries for the plain model (H100, session 14)
     c.model.scan_layers = False  # layers unrolled: no stacked-buffer copies, more fusion
     # Two chunks of 512 positions for the vocabulary-sized work: plain step 33.57 ms (256)
     # -> 33.09 ms (512) -> 32.72 ms (whole window, which the FWL cannot afford: its backward

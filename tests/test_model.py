@@ -280,11 +280,13 @@ def test_mlp_recomputes_its_activation_and_keeps_only_the_matmul_outputs(mlp_typ
     backward keeps of [B, T, mlp_dim] size is the matmuls' outputs and the activation's
     output only: gelu's tanh and silu's sigmoid are recomputed."""
     cfg = dataclasses.replace(CFG, mlp_type=mlp_type, dtype=dtype)
+    assert cfg.mlp_dim != cfg.d_model  # the residuals are told apart by their width
     x = jax.random.normal(jax.random.key(0), (2, 12, cfg.d_model), jnp.float32)
     module = Mlp(cfg)
     params = nn.unbox(module.init(jax.random.key(1), x))["params"]
     act = {"gelu": lambda p, x: nn.gelu(x @ p["up"]["kernel"].astype(x.dtype)),
-           "swiglu": lambda p, x: nn.silu(x @ p["gate"]["kernel"].astype(x.dtype)) * (x @ p["up"]["kernel"].astype(x.dtype))}
+           "swiglu": lambda p, x: (nn.silu(x @ p["gate"]["kernel"].astype(x.dtype))
+                                   * (x @ p["up"]["kernel"].astype(x.dtype)))}
 
     def plain(p, x):
         x = x.astype(cfg.compute_dtype)
@@ -298,6 +300,7 @@ def test_mlp_recomputes_its_activation_and_keeps_only_the_matmul_outputs(mlp_typ
     tol = 1e-6 if dtype == "float32" else 1e-2
     _close(got, want, tol)
     jax.tree.map(lambda a, b: _close(a, b, tol), got_grads, want_grads)
+
     def wide_residuals(fn):  # what the backward keeps of [B, T, mlp_dim] size, one line each
         text = io.StringIO()
         with contextlib.redirect_stdout(text):
@@ -306,4 +309,17 @@ def test_mlp_recomputes_its_activation_and_keeps_only_the_matmul_outputs(mlp_typ
 
     wide = wide_residuals(lambda p, x: module.apply({"params": p}, x))
     assert len(wide) == {"gelu": 2, "swiglu": 3}[mlp_type], wide
+    assert not any("tanh" in line or "logistic" in line for line in wide), wide
     assert len(wide_residuals(plain)) > len(wide)  # what autodiff alone keeps
+
+
+@pytest.mark.parametrize("remat", ["full", "dots_saveable"])
+def test_mlp_activation_is_computed_once_more_under_a_block_remat(remat):
+    """Under a block remat policy the MLP's activation is not checkpointed a second time:
+    its backward computes it twice in all (forward, rematerialised forward), as without the
+    activation's own checkpoint."""
+    cfg = dataclasses.replace(CFG, mlp_type="gelu", remat=remat)
+    tokens = _tokens()
+    params = _init(cfg, tokens)["params"]
+    lowered = jax.jit(jax.grad(_loss_fn(TransformerLM(cfg), tokens))).lower(params).as_text()
+    assert lowered.count("tanh") == 2 * cfg.num_layers  # 3 a layer with the activation's own checkpoint

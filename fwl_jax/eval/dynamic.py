@@ -20,7 +20,7 @@ Rules, for the selected parameters theta (theta0: the trained values):
 One jit-compiled step per window: a `lax.scan` over its segments (for SGD, over groups of
 `merge_every` segments, unrolled in the group), vmapped over the lanes
 (documents), each lane with its own copy of the selected parameters. The scorer runs the
-model with its layers unrolled and without rematerialisation (`unrolled`; the same function,
+model with its layers unrolled and without block rematerialisation (`unrolled`; the same function,
 speed-only settings): with `scan_layers` each segment's gradient would be gathered into
 zero-filled stacked [layers, lanes, ...] buffers (and transposed) before the update, and a
 segment's activations are small enough to keep. With SGD the embedding table's step touches
@@ -82,7 +82,7 @@ class DynamicSettings:
 
 
 def unrolled(model: TransformerLM) -> TransformerLM:
-    """The same model with its layers unrolled and no rematerialisation (speed-only settings)."""
+    """The same model with its layers unrolled and no block rematerialisation (speed-only settings)."""
     cfg = model.config
     if not cfg.scan_layers and cfg.remat == "none":
         return model

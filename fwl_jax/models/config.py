@@ -34,7 +34,7 @@ class ModelConfig:
     dropout_rate: float = 0.0  # residual and embedding dropout
     dtype: str = "auto"  # compute dtype; "auto" = bfloat16 on GPU/TPU, float32 on CPU
     param_dtype: str = "float32"  # parameter (and optimizer state) dtype
-    remat: str = "none"  # rematerialisation of each block: "none", "full", "dots_saveable"
+    remat: str = "none"  # block rematerialisation: "none" (the MLP activation's alone), "full", "dots_saveable"
     scan_layers: bool = False  # one lax.scan over stacked layers (faster compiles)
     attention_impl: str = "auto"  # "xla", "cudnn", "cudnn_packed" (models/attention.py) or "auto"
     fwl: FWLConfig | None = None  # head settings; None = size d_model, inner_loss_scale 1/max_len

@@ -158,10 +158,12 @@ def _cudnn_applies(q):
             and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128)
 
 
-# The activations' internals (gelu's tanh, silu's sigmoid) are recomputed in the backward pass
-# from the matmul outputs it keeps anyway, rather than kept as one more [B, T, mlp_dim] array
-# each: same values, one array fewer written and read per block. (Saved by autodiff, the
-# tanh cost the plain bench_ref step 100 MB written and read again per layer on an H100.)
+# jax.checkpoint around the activation alone: the backward recomputes gelu's tanh (silu's
+# sigmoid) from the matmul outputs, which it keeps anyway, rather than autodiff keeping one
+# more [B, T, mlp_dim] array per block. Same values; at bench_ref that array is 96 MiB a
+# layer (1.125 GiB less temporary memory, about 0.6 ms a step on an H100: docs/PERFORMANCE.md,
+# session 14). Under a block remat policy the activation is recomputed already, so there the
+# plain function is used (a second checkpoint would recompute it once more).
 _gelu = jax.checkpoint(nn.gelu)
 _swiglu = jax.checkpoint(lambda gate, up: nn.silu(gate) * up)
 
@@ -173,10 +175,12 @@ class Mlp(nn.Module):
     def __call__(self, x):
         cfg = self.cfg
         up = _dense(cfg, cfg.mlp_dim, ("embed", "mlp"), "up")(x)
+        recompute = cfg.remat == "none"  # else the block's remat recomputes the activation
         if cfg.mlp_type == "swiglu":
-            hidden = _swiglu(_dense(cfg, cfg.mlp_dim, ("embed", "mlp"), "gate")(x), up)
+            gate = _dense(cfg, cfg.mlp_dim, ("embed", "mlp"), "gate")(x)
+            hidden = _swiglu(gate, up) if recompute else nn.silu(gate) * up
         else:
-            hidden = _gelu(up)
+            hidden = _gelu(up) if recompute else nn.gelu(up)
         hidden = nn.with_logical_constraint(hidden, ("batch", "length", "act_mlp"))
         return _dense(cfg, cfg.d_model, ("mlp", "embed"), "down")(hidden)
 
