@@ -115,16 +115,29 @@ def scope_group(scope: str | None) -> str:
     ``...i,ij->...j``) are dropped, except the autodiff wrappers (``jvp(...)``,
     ``transpose(...)``), and layer numbers read ``layers_N``. So
     ``jit(_train_step)/transpose(jvp(TransformerLM.token_nll))/TransformerLM._body/body/layers_3/mlp/up/dot_general``
-    is ``transpose(jvp(TransformerLM.token_nll))/TransformerLM._body/body/layers_N/mlp/up``. Ops
+    is ``transpose(jvp(TransformerLM.token_nll))/TransformerLM._body/body/layers_N/mlp/up``. What
+    a backward recomputes (``jax.checkpoint``'s ``checkpoint/rematted_computation`` parts, and
+    the path repeated after a ``jvp(...)``) counts in the backward's path. Ops
     with no part left are "(outside modules)": in a train step those outside the loss's
     gradient (the optimizer's update, the metrics); ops the compiled text gives no scope are
     "(no scope)"."""
     if scope is None:
         return "(no scope)"
     parts = scope.split(";")[0].split("/")[:-1]
-    kept = [p for p in parts if p and not re.fullmatch(r"jit\(.*\)", p)
+    kept = [p for p in parts if p and not re.fullmatch(r"jit\(.*\)", p) and p not in _REMAT_PARTS
             and (p.startswith(("jvp(", "transpose(")) or not ("->" in p or p.startswith("vmap(")))]
+    # A computation redone inside a backward (a `jax.checkpoint`, a custom VJP's backward)
+    # repeats its module path after a jvp(...): it counts in the backward's own path.
+    for i in range(1, len(kept) - 1):
+        rest = kept[i + 1:]
+        if kept[i].startswith("jvp(") and len(rest) < i and kept[i - len(rest):i] == rest:
+            kept = kept[:i]
+            break
     return re.sub(r"layers_\d+", "layers_N", "/".join(kept)) or "(outside modules)"
+
+
+# Scope parts that `jax.checkpoint` adds around what it recomputes.
+_REMAT_PARTS = ("checkpoint", "rematted_computation")
 
 
 def summarize_op_events(lines, top: int = 20, scopes: dict | None = None) -> dict:

@@ -191,6 +191,15 @@ def test_scope_groups_and_hlo_scopes():
     assert scope_group("jit(f)/transpose(jvp(...i,ij->...j))/dot_general") == "transpose(jvp(...i,ij->...j))"
     assert scope_group("jit(_train)/jit(main)/mul") == "(outside modules)"
     assert scope_group(None) == "(no scope)"
+    # what a backward recomputes (jax.checkpoint) counts in the backward's module path
+    mlp = "TransformerLM._body/body/layers_0/mlp"
+    assert (scope_group(f"jit(loss)/transpose(jvp(M))/{mlp}/jvp(M)/{mlp}/checkpoint/rematted_computation/tanh")
+            == scope_group(f"jit(loss)/transpose(jvp(M))/{mlp}/checkpoint/add_any")
+            == scope_group(f"jit(loss)/transpose(jvp(M))/{mlp}/mul")
+            == "transpose(jvp(M))/TransformerLM._body/body/layers_N/mlp")
+    assert scope_group("jit(f)/transpose(jvp(M))/head/jvp(M)/head/dot_general") == "transpose(jvp(M))/head"
+    # a jvp(...) that repeats no path is kept
+    assert scope_group("jit(f)/transpose(jvp(M))/a/jvp(g)/b/mul") == "transpose(jvp(M))/a/jvp(g)/b"
     text = ('HloModule jit_f, entry_computation_layout={()->f32[]}\n\nENTRY %main {\n'
             '  %a.1 = f32[2]{0} add(%x, %y), metadata={op_type="add" op_name="jit(f)/M/layers_2/add" stack_frame_id=3}\n'
             '  ROOT %loop_fusion.3 = f32[] fusion(%a.1), kind=kLoop, calls=%c, metadata={op_name="jit(f)/mul"}\n'
