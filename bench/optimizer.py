@@ -4,19 +4,25 @@ update's bytes and how much is its number of kernels.
 
 Rows (random gradients, the parameters and optimizer state of `Trainer.init_state`):
 
-* ``tree``: what the train step runs after the gradients: the trainer's optimizer
+* ``tree``: the optimizer part of the train step: the trainer's optimizer
   (`fwl_jax.train.optim.make_optimizer`: global-norm clipping, AdamW with decay on the
   matrices, the step sizes' multiplier) over the parameter tree, `optax.apply_updates`, and
-  the gradient-norm metric. XLA gives each parameter its own kernels.
-* ``flat``: `optax.flatten` of clipping and AdamW (no masks: they need the tree): the
-  parameters, gradients and moments as one vector each, concatenated and split in the call.
-* ``one_pass``: the floor: the same arithmetic written on one flat float32 vector per
+  the gradient-norm metric (not the step's division of the gradients by the token count nor
+  its other metrics; and the gradients arrive as inputs, where in the step XLA may fuse their
+  last operations with the update). XLA gives each parameter its own kernels. With about 550
+  buffers a call at `configs/bench_ref.py`, host dispatch may count too: profile to tell.
+* ``flat``: `optax.flatten` of clipping and AdamW (no masks: they need the tree), the metric
+  taken from the same flattened gradient: one vector each for the parameters, gradients and
+  moments, the parameters and gradients concatenated and the updates split in every call
+  (about 16 bytes a parameter more than the floor's 32).
+* ``one_pass``: the floor: clipping and AdamW written out on one flat float32 vector per
   quantity (the gradient's norm, then one elementwise update reading p, g, mu, nu and
-  writing p, mu, nu), no tree at all.
+  writing p, mu, nu), no tree at all; decay on every parameter and no step-size multiplier,
+  so the same bytes as ``tree``, not the same update.
 
-For each: ms per update, the bytes a parameter that the floor's traffic (32: the norm's read
-of g, then 28) would take at that time's rate (GB/s), and the count of ops in the compiled
-module's entry computation (on a GPU about its kernel count).
+For each: ms per update, the effective bandwidth if the row moved the floor's 32 bytes a
+parameter (GB/s), and the kernels of the compiled module: the ops of its entry computation
+and of the command buffers it calls, less parameters, constants, bitcasts and tuples.
 
 Usage: python bench/optimizer.py --config=configs/bench_ref.py [--steps=20] [--warmup=3] [--json=PATH]
 """
@@ -28,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from absl import flags
+from jax.flatten_util import ravel_pytree
 
 from fwl_jax.cli import parse_config_flags
 from fwl_jax.models import make_mesh
@@ -47,24 +54,36 @@ def _extra(values):
     flags.DEFINE_string("json", None, "write the table here", flag_values=values)
 
 
-def entry_ops(hlo_text: str) -> int:
-    """Instructions of the compiled module's ENTRY computation that launch work (not
-    parameters, constants, bitcasts or tuples): on a GPU, about its kernel count."""
-    entry = hlo_text[hlo_text.index("\nENTRY"):]
-    body = entry[:entry.index("\n}")]
-    count = 0
-    for line in body.splitlines()[1:]:
-        match = re.match(r"\s*(?:ROOT\s+)?%\S+ = .*? ([a-z][a-z0-9_-]*)\(", line)
-        if match and match.group(1) not in _NO_KERNEL:
-            count += 1
-    return count
+def kernel_ops(hlo_text: str) -> int:
+    """Instructions of the compiled module's entry computation, and of the computations it
+    calls (XLA's GPU command buffers), that launch work: not parameters, constants, bitcasts
+    or tuples. On a GPU about the module's kernel count."""
+    computations, name = {}, None
+    for line in hlo_text.splitlines():
+        header = re.match(r"(ENTRY\s+)?%?([\w.-]+)\s.*\{\s*$", line)
+        if header and not line.startswith(" "):
+            name = "ENTRY" if header.group(1) else header.group(2)
+            computations[name] = []
+        elif name is not None and line.startswith(" "):
+            computations[name].append(line)
+
+    def count(computation):
+        total = 0
+        for line in computations.get(computation, ()):
+            match = re.match(r"\s*(?:ROOT\s+)?%?\S+ = .*? ([a-z][a-z0-9_-]*)\(", line)
+            if not match or match.group(1) in _NO_KERNEL:
+                continue
+            called = re.search(r"to_apply=%?([\w.-]+)", line)
+            total += count(called.group(1)) if match.group(1) == "call" and called else 1
+        return total
+    return count("ENTRY")
 
 
 def _timed(update, carry, grads, steps, warmup):
     """(seconds per call, entry ops) of ``update(*carry, grads) -> (*carry, norm)``, its
     carry donated and fed back as the train step's state is."""
     jitted = jax.jit(update, donate_argnums=tuple(range(len(carry))))
-    ops = entry_ops(jitted.lower(*carry, grads).compile().as_text())
+    ops = kernel_ops(jitted.lower(*carry, grads).compile().as_text())
     box = [carry]
 
     def call():
@@ -75,18 +94,18 @@ def _timed(update, carry, grads, steps, warmup):
 
 def _adam_one_pass(train, schedule):
     """The floor: clipping and AdamW on flat float32 vectors, written out."""
-    def update(p, mu, nu, count, g):
+    def update(p, mu, nu, step, g):
         norm = jnp.sqrt(jnp.sum(jnp.square(g)))
         if train.grad_clip > 0:
             g = g * jnp.minimum(1.0, train.grad_clip / jnp.maximum(norm, 1e-12))
-        lr = schedule(count)  # optax's schedule reads the count before this update
-        count = count + 1
+        lr = schedule(step)  # optax's schedule reads the step count before this update
+        step = step + 1
         mu = train.b1 * mu + (1 - train.b1) * g
         nu = train.b2 * nu + (1 - train.b2) * jnp.square(g)
-        mu_hat = mu / (1 - train.b1 ** count.astype(jnp.float32))
-        nu_hat = nu / (1 - train.b2 ** count.astype(jnp.float32))
+        mu_hat = mu / (1 - train.b1 ** step.astype(jnp.float32))
+        nu_hat = nu / (1 - train.b2 ** step.astype(jnp.float32))
         p = p - lr * (mu_hat / (jnp.sqrt(nu_hat) + train.eps) + train.weight_decay * p)
-        return p, mu, nu, count, norm
+        return p, mu, nu, step, norm
     return update
 
 
@@ -101,7 +120,7 @@ def main(argv=None) -> dict:
     keys = jax.random.split(jax.random.key(0), len(jax.tree.leaves(params)))
     grads = jax.tree.unflatten(jax.tree.structure(params), [
         1e-3 * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, jax.tree.leaves(params))])
-    count = sum(x.size for x in jax.tree.leaves(params))
+    n_params = sum(x.size for x in jax.tree.leaves(params))
     rows = {}
 
     def tree_update(p, opt_state, g):
@@ -118,7 +137,8 @@ def main(argv=None) -> dict:
 
     def flat_update(p, opt_state, g):
         updates, opt_state = flat_tx.update(g, opt_state, p)
-        return optax.apply_updates(p, updates), opt_state, optax.tree.norm(g)
+        # the metric from the flattened gradient (as optax.flatten ravels it), not leaf by leaf
+        return optax.apply_updates(p, updates), opt_state, jnp.linalg.norm(ravel_pytree(g)[0])
     rows["flat"] = _timed(flat_update, (fresh(params), flat_tx.init(params)), grads, steps, warmup)
 
     flat = lambda tree: jnp.concatenate([x.ravel().astype(jnp.float32) for x in jax.tree.leaves(tree)])  # noqa: E731
@@ -128,15 +148,15 @@ def main(argv=None) -> dict:
                               flat(grads), steps, warmup)
 
     floor = rows["one_pass"][0]
-    table = {name: {"ms": 1e3 * seconds, "vs_one_pass": seconds / floor, "entry_ops": ops,
-                    "gb_per_s": BYTES_PER_PARAM * count / seconds / 1e9}
+    table = {name: {"ms": 1e3 * seconds, "vs_one_pass": seconds / floor, "kernel_ops": ops,
+                    "gb_per_s": BYTES_PER_PARAM * n_params / seconds / 1e9}
              for name, (seconds, ops) in rows.items()}
-    report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "parameters": count,
+    report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "parameters": n_params,
               "leaves": len(jax.tree.leaves(params)), "rows": table}
-    print(f"{report['device']}, jax {report['jax']}, {count:,} parameters in {report['leaves']} arrays")
-    print("row | ms | x one_pass | GB/s at 32 B a parameter | entry ops")
+    print(f"{report['device']}, jax {report['jax']}, {n_params:,} parameters in {report['leaves']} arrays")
+    print("row | ms | x one_pass | GB/s at 32 B a parameter | kernel ops")
     for name, r in table.items():
-        print(f"{name} | {r['ms']:.3f} | {r['vs_one_pass']:.2f} | {r['gb_per_s']:,.0f} | {r['entry_ops']}")
+        print(f"{name} | {r['ms']:.3f} | {r['vs_one_pass']:.2f} | {r['gb_per_s']:,.0f} | {r['kernel_ops']}")
     write_json(report, values.json)
     return report
 

@@ -116,8 +116,11 @@ def scope_group(scope: str | None) -> str:
     ``transpose(...)``), and layer numbers read ``layers_N``. So
     ``jit(_train_step)/transpose(jvp(TransformerLM.token_nll))/TransformerLM._body/body/layers_3/mlp/up/dot_general``
     is ``transpose(jvp(TransformerLM.token_nll))/TransformerLM._body/body/layers_N/mlp/up``. What
-    a backward recomputes (``jax.checkpoint``'s ``checkpoint/rematted_computation`` parts, and
-    the path repeated after a ``jvp(...)``) counts in the backward's path. Ops
+    a backward recomputes counts in the backward's path: ``jax.checkpoint``'s
+    ``checkpoint``/``rematted_computation`` parts are dropped, as is a ``jvp(f)`` right after
+    ``transpose(jvp(f))`` (a block remat's forward), and a module path that follows a
+    ``transpose(...)`` and is repeated after a ``jvp(...)`` is kept once
+    (``transpose(jvp(f))/head/jvp(f)/head/x`` is ``transpose(jvp(f))/head/x``). Ops
     with no part left are "(outside modules)": in a train step those outside the loss's
     gradient (the optimizer's update, the metrics); ops the compiled text gives no scope are
     "(no scope)"."""
@@ -126,13 +129,18 @@ def scope_group(scope: str | None) -> str:
     parts = scope.split(";")[0].split("/")[:-1]
     kept = [p for p in parts if p and not re.fullmatch(r"jit\(.*\)", p) and p not in _REMAT_PARTS
             and (p.startswith(("jvp(", "transpose(")) or not ("->" in p or p.startswith("vmap(")))]
-    # A computation redone inside a backward (a `jax.checkpoint`, a custom VJP's backward)
-    # repeats its module path after a jvp(...): it counts in the backward's own path.
-    for i in range(1, len(kept) - 1):
-        rest = kept[i + 1:]
-        if kept[i].startswith("jvp(") and len(rest) < i and kept[i - len(rest):i] == rest:
-            kept = kept[:i]
-            break
+    # A computation redone inside a backward counts in the backward's own path: a block
+    # remat's forward appears as transpose(jvp(f))/jvp(f)/..., a `jax.checkpoint` or a custom
+    # VJP inside a module as transpose(jvp(f))/PATH/jvp(f)/PATH/...
+    if len(kept) > 1 and kept[0] == f"transpose({kept[1]})":
+        del kept[1]
+    for i in range(2, len(kept) - 1):
+        if kept[i].startswith("jvp("):
+            starts = [k for k in range(1, i) if kept[i - k - 1].startswith("transpose(")
+                      and kept[i + 1:i + 1 + k] == kept[i - k:i]]
+            if starts:
+                kept = kept[:i] + kept[i + 1 + starts[-1]:]
+                break
     return re.sub(r"layers_\d+", "layers_N", "/".join(kept)) or "(outside modules)"
 
 

@@ -198,8 +198,14 @@ def test_scope_groups_and_hlo_scopes():
             == scope_group(f"jit(loss)/transpose(jvp(M))/{mlp}/mul")
             == "transpose(jvp(M))/TransformerLM._body/body/layers_N/mlp")
     assert scope_group("jit(f)/transpose(jvp(M))/head/jvp(M)/head/dot_general") == "transpose(jvp(M))/head"
-    # a jvp(...) that repeats no path is kept
+    assert scope_group(f"jit(f)/transpose(jvp(M))/{mlp}/jvp(M)/{mlp}/up/dot") == "transpose(jvp(M))/" + (
+        "TransformerLM._body/body/layers_N/mlp/up")  # a deeper recompute
+    # a block remat's forward, recomputed in the backward
+    assert (scope_group("jit(f)/transpose(jvp(M))/jvp(M)/checkpoint/rematted_computation/layers_0/mlp/up/dot")
+            == scope_group("jit(f)/transpose(jvp(M))/layers_0/mlp/up/dot") == "transpose(jvp(M))/layers_N/mlp/up")
+    # a jvp(...) that repeats no path is kept, and a loop's "body" is no module path
     assert scope_group("jit(f)/transpose(jvp(M))/a/jvp(g)/b/mul") == "transpose(jvp(M))/a/jvp(g)/b"
+    assert scope_group("jit(f)/while/body/jvp(M.hidden)/body/add") == "while/body/jvp(M.hidden)/body"
     text = ('HloModule jit_f, entry_computation_layout={()->f32[]}\n\nENTRY %main {\n'
             '  %a.1 = f32[2]{0} add(%x, %y), metadata={op_type="add" op_name="jit(f)/M/layers_2/add" stack_frame_id=3}\n'
             '  ROOT %loop_fusion.3 = f32[] fusion(%a.1), kind=kLoop, calls=%c, metadata={op_name="jit(f)/mul"}\n'
@@ -232,13 +238,39 @@ def test_optimizer_tiny(tmp_path):
     rows = report["rows"]
     assert set(rows) == {"tree", "flat", "one_pass"} and rows["one_pass"]["vs_one_pass"] == 1.0
     for row in rows.values():
-        assert row["ms"] > 0 and row["entry_ops"] > 0
-    assert rows["tree"]["entry_ops"] > rows["one_pass"]["entry_ops"]  # a kernel or more a parameter
+        assert row["ms"] > 0 and row["kernel_ops"] > 0
+    assert rows["tree"]["kernel_ops"] > rows["flat"]["kernel_ops"] > rows["one_pass"]["kernel_ops"]
     assert (tmp_path / "optimizer.json").exists()
 
 
+def test_optimizer_kernel_ops_counts_inside_command_buffers():
+    text = """HloModule m, entry_computation_layout={(f32[10]{0})->(f32[10]{0})}
+
+%fused (p: f32[10]) -> f32[10] {
+  %p = f32[10]{0} parameter(0)
+  ROOT %neg = f32[10]{0} negate(%p)
+}
+
+%command_buffer (p: f32[10]) -> f32[10] {
+  %p = f32[10]{0} parameter(0)
+  %fusion.1 = f32[10]{0} fusion(%p), kind=kLoop, calls=%fused
+  ROOT %fusion.2 = f32[10]{0} fusion(%fusion.1), kind=kLoop, calls=%fused
+}
+
+ENTRY %main (a: f32[10]) -> (f32[10]) {
+  %a = f32[10]{0} parameter(0)
+  %call = f32[10]{0} call(%a), to_apply=%command_buffer
+  %bitcast = f32[10]{0} bitcast(%call)
+  %custom-call.1 = f32[10]{0} custom-call(%bitcast), custom_call_target="x"
+  ROOT %tuple = (f32[10]{0}) tuple(%custom-call.1)
+}
+"""
+    assert _load("optimizer").kernel_ops(text) == 3  # two fusions in the command buffer, one custom call
+
+
 def test_optimizer_floor_is_optax_adamw_on_one_vector(monkeypatch):
-    """The floor row's hand-written update is the arithmetic of optax's clipping and AdamW."""
+    """The floor row's hand-written update is the arithmetic of optax's clipping and AdamW
+    (with decay on every parameter): parameters and both moments, clipped or not."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -256,10 +288,14 @@ def test_optimizer_floor_is_optax_adamw_on_one_vector(monkeypatch):
     p = jax.random.normal(jax.random.key(0), (300,))
     state, ours = tx.init(p), (p, jnp.zeros_like(p), jnp.zeros_like(p), jnp.zeros((), jnp.int32))
     want = p
-    for i in range(3):
-        g = jax.random.normal(jax.random.key(i + 1), (300,))
+    for i, size in enumerate([1.0, 1.0, 1e-3, 1.0, 1e-3]):  # norms about 17 (clipped) and 0.017 (not)
+        g = size * jax.random.normal(jax.random.key(i + 1), (300,))
         updates, state = tx.update(g, state, want)
-        want = optax.apply_updates(want, updates)
+        before, want = want, optax.apply_updates(want, updates)
         *ours, norm = module._adam_one_pass(train, schedule)(*ours, g)
         np.testing.assert_allclose(norm, jnp.linalg.norm(g), rtol=1e-6)
-        np.testing.assert_allclose(ours[0], want, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(ours[0] - before, want - before, rtol=1e-4, atol=1e-9)  # the update
+        adam = state[1][0]
+        np.testing.assert_allclose(ours[1], adam.mu, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(ours[2], adam.nu, rtol=1e-6, atol=1e-15)
+        assert int(ours[3]) == int(adam.count) == i + 1
