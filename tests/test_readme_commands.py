@@ -34,6 +34,7 @@ SHRINK = {
     "bench/data_pipeline.py": ["--dataset=text_files", "--source={corpus}", "--vocab_size=400", "--seq_len=32",
                                "--batch_size=2", "--batches=3"],
     "bench/first_look.py": ["--tiny"],
+    "bench/optimizer.py": MODEL + ["--steps=1", "--warmup=1"],
 }
 
 
