@@ -10,6 +10,7 @@ from ml_collections import config_flags
 
 from fwl_jax.cli import flags_parser, run_reporting_errors
 from fwl_jax.train import train_and_evaluate
+from fwl_jax.train.distributed import TRAINING_FLAGS
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a config file (configs/*.py)",
                                           lock_config=True)
@@ -22,7 +23,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    run_reporting_errors(train_and_evaluate, _CONFIG.value, _WORKDIR.value)
+    run_reporting_errors(train_and_evaluate, _CONFIG.value, _WORKDIR.value, xla_flags=TRAINING_FLAGS)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from fwl_jax.eval import DynamicScorer, DynamicSettings, WindowScorer, score_spl
 from fwl_jax.models import make_mesh
 from fwl_jax.timing import CompiledTexts, op_profile, print_op_profile, write_json
 from fwl_jax.train.checkpoint import restore_params
+from fwl_jax.train.distributed import add_xla_flags
 from fwl_jax.train.step import Trainer
 
 
@@ -54,6 +55,7 @@ def _documents(n: int, length: int, vocab: int) -> TokenizedSplit:
 
 
 def main(argv=None) -> dict:
+    add_xla_flags()  # as eval.py sets them (before JAX starts its backend)
     values = parse_config_flags(argv or sys.argv, _extra)
     unknown = [m for m in values.modes if m not in MODES]
     if unknown or not values.modes:

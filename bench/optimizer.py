@@ -39,6 +39,7 @@ from jax.flatten_util import ravel_pytree
 from fwl_jax.cli import parse_config_flags
 from fwl_jax.models import make_mesh
 from fwl_jax.timing import mean_seconds, write_json
+from fwl_jax.train.distributed import TRAINING_FLAGS, add_xla_flags
 from fwl_jax.train.optim import learning_rate_schedule
 from fwl_jax.train.step import Trainer
 
@@ -110,6 +111,7 @@ def _adam_one_pass(train, schedule):
 
 
 def main(argv=None) -> dict:
+    add_xla_flags(TRAINING_FLAGS)  # as train.py sets them (before JAX starts its backend)
     values = parse_config_flags(argv or sys.argv, _extra)
     config, steps, warmup = values.config, values.steps, values.warmup
     train = config.train

@@ -24,7 +24,7 @@ from absl import flags
 from fwl_jax.cli import parse_config_flags
 from fwl_jax.models import flops_per_token, make_mesh
 from fwl_jax.timing import mean_seconds, write_json
-from fwl_jax.train.distributed import add_xla_flags
+from fwl_jax.train.distributed import TRAINING_FLAGS, add_xla_flags
 from fwl_jax.train.metrics import peak_tflops
 from fwl_jax.train.step import Trainer
 
@@ -77,7 +77,7 @@ def throughput(config, layout: str, n: int, steps: int, warmup: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    add_xla_flags()  # as training sets them (before JAX starts its backend)
+    add_xla_flags(TRAINING_FLAGS)  # as train.py sets them (before JAX starts its backend)
     values = parse_config_flags(argv or sys.argv, _extra)
     config = values.config
     unknown = sorted(set(values.layouts) - set(LAYOUTS))

@@ -31,6 +31,7 @@ from fwl_jax.models import TransformerLM, flops_per_token, make_mesh
 from fwl_jax.ops import fwl as fwl_ops
 from fwl_jax.timing import mean_seconds, op_profile, print_op_profile, write_json
 from fwl_jax.train.config import model_config
+from fwl_jax.train.distributed import TRAINING_FLAGS, add_xla_flags
 from fwl_jax.train.metrics import peak_tflops
 from fwl_jax.train.step import Trainer
 
@@ -143,6 +144,7 @@ def head_row(config, steps: int, warmup: int) -> dict:
 
 
 def main(argv=None) -> dict:
+    add_xla_flags(TRAINING_FLAGS)  # as train.py sets them (before JAX starts its backend)
     values = parse_config_flags(argv or sys.argv, _extra)
     config, steps, warmup = values.config, values.steps, values.warmup
     peak = peak_tflops(config.log.peak_tflops)

@@ -53,12 +53,13 @@ def parse_config_flags(argv: list[str], define_extra=None):
     return values
 
 
-def run_reporting_errors(function, *args, **kwargs):
+def run_reporting_errors(function, *args, xla_flags=None, **kwargs):
     """Calls `function`; errors of bad input or config end the program with one line.
-    Sets the XLA flags the programs run with first (`fwl_jax.train.distributed.add_xla_flags`)."""
+    Sets the XLA flags the program runs with first (`fwl_jax.train.distributed.add_xla_flags`
+    of ``xla_flags``, by default `OVERLAP_FLAGS`; train.py gives `TRAINING_FLAGS`)."""
     from fwl_jax.train import CheckpointError, ConfigError, TrainingDiverged
-    from fwl_jax.train.distributed import add_xla_flags
-    add_xla_flags()
+    from fwl_jax.train.distributed import OVERLAP_FLAGS, add_xla_flags
+    add_xla_flags(OVERLAP_FLAGS if xla_flags is None else xla_flags)
     try:
         return function(*args, **kwargs)
     except (DataError, ConfigError, CheckpointError, TrainingDiverged) as e:

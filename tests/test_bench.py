@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end at tiny sizes (no timing is asserted)."""
 
 import importlib.util
+import os
 import pathlib
 
 import pytest
@@ -299,3 +300,16 @@ def test_optimizer_floor_is_optax_adamw_on_one_vector(monkeypatch):
         np.testing.assert_allclose(ours[1], adam.mu, rtol=1e-6, atol=1e-12)
         np.testing.assert_allclose(ours[2], adam.nu, rtol=1e-6, atol=1e-15)
         assert int(ours[3]) == int(adam.count) == i + 1
+
+
+@pytest.mark.parametrize("name, flags", [("step", "TRAINING_FLAGS"), ("optimizer", "TRAINING_FLAGS"),
+                                         ("scaling", "TRAINING_FLAGS"), ("eval_cost", "OVERLAP_FLAGS")])
+def test_benchmarks_of_the_programs_work_set_their_xla_flags_first(name, flags, monkeypatch):
+    """What a benchmark times is what train.py (or eval.py) runs: its main adds that program's
+    XLA flags before anything can start JAX's backend (here it stops at the missing --config)."""
+    from fwl_jax.train import distributed
+    monkeypatch.setattr(distributed, "_backend_started", lambda: False)  # as in a fresh program
+    monkeypatch.setenv("XLA_FLAGS", "")
+    with pytest.raises(SystemExit):
+        _load(name).main([f"{name}.py"])
+    assert os.environ["XLA_FLAGS"].split() == list(getattr(distributed, flags))

@@ -273,7 +273,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_kept(data_dir, tmp_path):
 
 def test_xla_flags_are_added_without_overriding_the_users(monkeypatch):
     from fwl_jax.train import distributed
-    from fwl_jax.train.distributed import OVERLAP_FLAGS, add_xla_flags
+    from fwl_jax.train.distributed import MATMUL_FLAGS, OVERLAP_FLAGS, TRAINING_FLAGS, add_xla_flags
     monkeypatch.setattr(distributed, "_backend_started", lambda: False)  # as in a fresh program
     user = ["--xla_force_host_platform_device_count=8", "--xla_gpu_enable_pipelined_all_gather=false"]
     monkeypatch.setenv("XLA_FLAGS", " ".join(user))
@@ -282,6 +282,9 @@ def test_xla_flags_are_added_without_overriding_the_users(monkeypatch):
     assert parts[:2] == user and "--xla_gpu_enable_pipelined_all_gather=true" not in parts
     assert parts[2:] == list(OVERLAP_FLAGS[1:])
     assert add_xla_flags() == value  # added once
+    assert add_xla_flags(TRAINING_FLAGS) == " ".join([value, *MATMUL_FLAGS])  # training's on top
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_dot_merger_threshold_mb=32")  # the user's setting wins
+    assert add_xla_flags(TRAINING_FLAGS).split() == ["--xla_gpu_dot_merger_threshold_mb=32", *OVERLAP_FLAGS]
     monkeypatch.delenv("XLA_FLAGS")
     assert add_xla_flags().split() == list(OVERLAP_FLAGS)
     # A value that is not a flag names a flag file (XLA reads it): left alone.
@@ -297,23 +300,36 @@ def test_xla_flags_are_left_alone_once_jax_has_started(monkeypatch):
 
 
 def test_programs_start_with_the_xla_flags():
-    """A program started afresh (run_reporting_errors, as train.py, eval.py, demo.py and
-    study.py call it) runs with the flags in XLA_FLAGS."""
-    code = ("import os, jax; from fwl_jax.cli import run_reporting_errors; "
-            "run_reporting_errors(lambda: jax.numpy.ones(1).block_until_ready()); print(os.environ['XLA_FLAGS'])")
+    """A program started afresh (run_reporting_errors, as eval.py, demo.py and study.py call
+    it) runs with the flags in XLA_FLAGS; train.py adds training's."""
+    from fwl_jax.train.distributed import OVERLAP_FLAGS, TRAINING_FLAGS
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    result = subprocess.run([sys.executable, "-c", code], env={**env, "JAX_PLATFORMS": "cpu"},
-                            capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
-    from fwl_jax.train.distributed import OVERLAP_FLAGS
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == list(OVERLAP_FLAGS)
+    env["JAX_PLATFORMS"] = "cpu"
+
+    def flags_of(code, error=""):
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                timeout=120, cwd=ROOT)
+        assert result.returncode == (1 if error else 0), result.stderr[-2000:]
+        if error:
+            assert result.stderr.strip().splitlines()[-1].startswith(error)
+        return result.stdout.split()
+    assert flags_of("import os, jax; from fwl_jax.cli import run_reporting_errors; "
+                    "run_reporting_errors(lambda: jax.numpy.ones(1).block_until_ready()); "
+                    "print(os.environ['XLA_FLAGS'])") == list(OVERLAP_FLAGS)
+    # train.py, stopped by a config error inside the program (after its flags are set).
+    assert flags_of("import atexit, os, runpy, sys; "
+                    "atexit.register(lambda: print(os.environ.get('XLA_FLAGS'))); "
+                    "sys.argv = ['train.py', '--config=configs/tiny.py', '--workdir=/nonexistent/w', "
+                    "'--config.train.batch_size=6', '--config.train.grad_accum_steps=4']; "
+                    "runpy.run_path('train.py', run_name='__main__')",
+                    error="error: train.batch_size 6 must be") == list(TRAINING_FLAGS)
 
 
 def test_xla_flags_are_known_to_this_jax():
     """XLA aborts a process whose XLA_FLAGS names a flag it does not know: the flags training
     sets must still exist after a JAX upgrade."""
-    from fwl_jax.train.distributed import OVERLAP_FLAGS
-    env = {**os.environ, "XLA_FLAGS": " ".join(OVERLAP_FLAGS), "JAX_PLATFORMS": "cpu"}
+    from fwl_jax.train.distributed import TRAINING_FLAGS
+    env = {**os.environ, "XLA_FLAGS": " ".join(TRAINING_FLAGS), "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-c", "import jax.numpy as jnp; print(float(jnp.ones(3).sum()))"],
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "3.0", result.stderr[-2000:]

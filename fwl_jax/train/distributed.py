@@ -1,4 +1,4 @@
-"""Multi-host start-up, and the XLA flags training runs with."""
+"""Multi-host start-up, and the XLA flags the programs and benchmarks run with."""
 
 import os
 
@@ -14,12 +14,26 @@ OVERLAP_FLAGS = ("--xla_gpu_enable_pipelined_all_gather=true",
                  "--xla_gpu_enable_pipelined_all_reduce=true",
                  "--xla_gpu_enable_while_loop_double_buffering=true")
 
+# Training's (train.py and the training benchmarks): keep XLA's dot merger from joining
+# matmuls that share an operand into one matmul over a concatenation of the others. In the
+# unrolled body's backward it joined each layer's query, key and value weight gradients
+# (x^T dq, x^T dk, x^T dv) into one, which first copies dq, dk and dv into a bfloat16
+# [B*T, 3d] array (12 copies a step of 72 MiB each at the reference shape). Without the
+# merge the plain train step took 30.52-30.53 ms against 31.03-31.05 (H200, two pairs) and
+# the FWL one 47.41 against 47.94 ms, with the same memory (docs/PERFORMANCE.md, session 15).
+# Evaluation keeps XLA's default: dynamic evaluation's small per-lane matmuls have not been
+# timed without the merger.
+MATMUL_FLAGS = ("--xla_gpu_dot_merger_threshold_mb=0",)
+
+TRAINING_FLAGS = OVERLAP_FLAGS + MATMUL_FLAGS
+
 
 def add_xla_flags(flags=OVERLAP_FLAGS) -> str:
     """Appends to ``XLA_FLAGS`` each of ``flags`` whose name it does not already set (so a
     user's own setting wins: ``XLA_FLAGS=--xla_gpu_enable_pipelined_all_gather=false``), and
     returns the value. XLA reads the variable once, when JAX starts its first backend, so the
-    programs call this first (``fwl_jax.cli.run_reporting_errors``); once a backend is up it
+    programs call this first (``fwl_jax.cli.run_reporting_errors``: ``OVERLAP_FLAGS``, and
+    ``TRAINING_FLAGS`` for train.py); once a backend is up it
     changes nothing. A value that names a flag file (not starting with ``-``) is left alone."""
     current = os.environ.get("XLA_FLAGS", "").strip()
     if (current and not current.startswith("-")) or _backend_started():
