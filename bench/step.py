@@ -9,7 +9,8 @@ mean cross-entropy for fixed body outputs, through `fwl_token_nll` / `slow_token
 chunked path training uses) and through whole logits (`fwl_logits` / `slow_logits` and
 optax's cross-entropy); "head FLOP x" is the ratio of the head's matmul FLOPs alone
 (`flops_per_token(..., head_only=True)`: what the chunked head's value and gradient compute).
-Ratios are to the plain model (or plain head) of the same run.
+Ratios are to the plain model (or plain head) of the same run. Runs with train.py's XLA flags
+(`fwl_jax.train.distributed.TRAINING_FLAGS`; a flag set in `XLA_FLAGS` wins).
 
 Usage: python bench/step.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
            [--steps=10] [--warmup=2] [--variants=plain,fwl_full,fwl_first_order] [--profile=N]
