@@ -9,8 +9,11 @@ Rows (random gradients, the parameters and optimizer state of `Trainer.init_stat
   matrices, the step sizes' multiplier) over the parameter tree, `optax.apply_updates`, and
   the gradient-norm metric (not the step's division of the gradients by the token count nor
   its other metrics; and the gradients arrive as inputs, where in the step XLA may fuse their
-  last operations with the update). XLA gives each parameter its own kernels. With about 550
-  buffers a call at `configs/bench_ref.py`, host dispatch may count too: profile to tell.
+  last operations with the update). XLA gives each parameter its own kernels. Alone, a call
+  of about 550 buffers at `configs/bench_ref.py` is bound by its host side: 16.2 ms of wall
+  time on an H200, where the same update takes 1.76 ms of device time inside the train step
+  (docs/PERFORMANCE.md, session 15). `bench/step.py --profile` gives the update's device
+  time in the step ("(outside modules)").
 * ``flat``: `optax.flatten` of clipping and AdamW (no masks: they need the tree), the metric
   taken from the same flattened gradient: one vector each for the parameters, gradients and
   moments, the parameters and gradients concatenated and the updates split in every call
