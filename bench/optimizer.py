@@ -10,7 +10,7 @@ Rows (random gradients, the parameters and optimizer state of `Trainer.init_stat
   the gradient-norm metric (not the step's division of the gradients by the token count nor
   its other metrics; and the gradients arrive as inputs, where in the step XLA may fuse their
   last operations with the update). XLA gives each parameter its own kernels. Alone, a call
-  of about 550 buffers at `configs/bench_ref.py` is bound by its host side: 16.2 ms of wall
+  of about 550 buffers at `configs/bench_ref.py` is apparently bound by its host side: 16.2 ms of wall
   time on an H200, where the same update takes 1.76 ms of device time inside the train step
   (docs/PERFORMANCE.md, session 15). `bench/step.py --profile` gives the update's device
   time in the step ("(outside modules)").

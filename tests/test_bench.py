@@ -3,6 +3,8 @@
 import importlib.util
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -304,12 +306,29 @@ def test_optimizer_floor_is_optax_adamw_on_one_vector(monkeypatch):
 
 @pytest.mark.parametrize("name, flags", [("step", "TRAINING_FLAGS"), ("optimizer", "TRAINING_FLAGS"),
                                          ("scaling", "TRAINING_FLAGS"), ("eval_cost", "OVERLAP_FLAGS")])
-def test_benchmarks_of_the_programs_work_set_their_xla_flags_first(name, flags, monkeypatch):
+def test_benchmarks_set_their_programs_xla_flags_before_reading_their_arguments(name, flags, monkeypatch):
     """What a benchmark times is what train.py (or eval.py) runs: its main adds that program's
-    XLA flags before anything can start JAX's backend (here it stops at the missing --config)."""
+    XLA flags first (here it stops at the missing --config)."""
     from fwl_jax.train import distributed
     monkeypatch.setattr(distributed, "_backend_started", lambda: False)  # as in a fresh program
     monkeypatch.setenv("XLA_FLAGS", "")
     with pytest.raises(SystemExit):
         _load(name).main([f"{name}.py"])
     assert os.environ["XLA_FLAGS"].split() == list(getattr(distributed, flags))
+
+
+@pytest.mark.parametrize("name, flags", [("step", "TRAINING_FLAGS"), ("eval_cost", "OVERLAP_FLAGS")])
+def test_benchmark_scripts_start_jax_with_their_programs_xla_flags(name, flags):
+    """Run as a script, afresh: nothing the benchmark imports starts JAX's backend, so its
+    main's flags reach XLA (had an import started it, add_xla_flags would add nothing)."""
+    from fwl_jax.train import distributed
+    code = ("import atexit, os, runpy, sys; from jax._src import xla_bridge; "
+            "atexit.register(lambda: print(os.environ.get('XLA_FLAGS'), '|', xla_bridge.backends_are_initialized())); "
+            f"sys.argv = ['bench/{name}.py']; runpy.run_path('bench/{name}.py', run_name='__main__')")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    result = subprocess.run([sys.executable, "-c", code], env={**env, "JAX_PLATFORMS": "cpu"},
+                            capture_output=True, text=True, timeout=120, cwd=BENCH.parent)
+    assert result.returncode == 1 and "--config=configs/NAME.py is required" in result.stderr, result.stderr[-2000:]
+    flags_seen, started = result.stdout.rsplit("|", 1)
+    assert flags_seen.split() == list(getattr(distributed, flags))
+    assert started.strip() == "False"  # it stopped at the arguments, before starting JAX

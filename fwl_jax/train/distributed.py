@@ -32,9 +32,10 @@ def add_xla_flags(flags=OVERLAP_FLAGS) -> str:
     """Appends to ``XLA_FLAGS`` each of ``flags`` whose name it does not already set (so a
     user's own setting wins: ``XLA_FLAGS=--xla_gpu_enable_pipelined_all_gather=false``), and
     returns the value. XLA reads the variable once, when JAX starts its first backend, so the
-    programs call this first (``fwl_jax.cli.run_reporting_errors``: ``OVERLAP_FLAGS``, and
-    ``TRAINING_FLAGS`` for train.py); once a backend is up it
-    changes nothing. A value that names a flag file (not starting with ``-``) is left alone."""
+    programs call this first: through ``fwl_jax.cli.run_reporting_errors`` (``OVERLAP_FLAGS``;
+    ``TRAINING_FLAGS`` for train.py), and the benchmarks at the top of their ``main``. Once a
+    backend is up it changes nothing. A value that names a flag file (not starting with
+    ``-``) is left alone."""
     current = os.environ.get("XLA_FLAGS", "").strip()
     if (current and not current.startswith("-")) or _backend_started():
         return current
@@ -53,8 +54,10 @@ def _backend_started() -> bool:
 def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
     """`jax.distributed.initialize` when the environment names a coordinator
     (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) or the config asks
-    (`distributed=True`: cluster auto-detection, e.g. TPU pods, SLURM). Sets the XLA flags
-    first (:func:`add_xla_flags`)."""
+    (`distributed=True`: cluster auto-detection, e.g. TPU pods, SLURM). Adds ``OVERLAP_FLAGS``
+    first (:func:`add_xla_flags`; a program that has not started JAX's backend yet, as
+    ``train_and_evaluate`` called from a script of one's own; train.py has already added
+    ``TRAINING_FLAGS``)."""
     add_xla_flags()
     if jax.distributed.is_initialized():
         return

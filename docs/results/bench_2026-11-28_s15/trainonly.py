@@ -1,4 +1,6 @@
-"""Plain train step only (bench.step.model_row), steps=20; argv[1] (optional): write the compiled train step's HLO text there."""
+"""The train and eval step of one variant (bench.step.model_row; VARIANT, default plain), 10 timed steps
+after 2; argv[1] (optional): write the compiled train step's HLO text there. (Job G ran an earlier form:
+plain only, 20 timed steps after 3.)"""
 import sys, json
 out = sys.argv[1] if len(sys.argv) > 1 else None
 sys.argv = sys.argv[:1] + ["--config=configs/bench_ref.py"]
