@@ -10,10 +10,11 @@ Rows (random gradients, the parameters and optimizer state of `Trainer.init_stat
   the gradient-norm metric (not the step's division of the gradients by the token count nor
   its other metrics; and the gradients arrive as inputs, where in the step XLA may fuse their
   last operations with the update). XLA gives each parameter its own kernels. Alone, a call
-  of about 550 buffers at `configs/bench_ref.py` is apparently bound by its host side: 16.2 ms of wall
-  time on an H200, where the same update takes 1.76 ms of device time inside the train step
-  (docs/PERFORMANCE.md, session 15). `bench/step.py --profile` gives the update's device
-  time in the step ("(outside modules)").
+  of about 550 buffers at `configs/bench_ref.py` is apparently bound by its host side: 16.2 ms
+  of wall time on an H200, where the same update takes 1.76 ms of device time inside the
+  train step (docs/PERFORMANCE.md, session 15); the traced column leaves the host out.
+  `bench/step.py --profile` gives the update's device time in the step ("(outside
+  modules)").
 * ``flat``: `optax.flatten` of clipping and AdamW (no masks: they need the tree), the metric
   taken from the same flattened gradient: one vector each for the parameters, gradients and
   moments, the parameters and gradients concatenated and the updates split in every call
@@ -23,9 +24,12 @@ Rows (random gradients, the parameters and optimizer state of `Trainer.init_stat
   writing p, mu, nu), no tree at all; decay on every parameter and no step-size multiplier,
   so the same bytes as ``tree``, not the same update.
 
-For each: ms per update, the effective bandwidth if the row moved the floor's 32 bytes a
-parameter (GB/s), and the kernels of the compiled module: the ops of its entry computation
-and of the command buffers it calls, less parameters, constants, bitcasts and tuples.
+For each: wall ms per update (calls dispatched back to back); the traced ops' time of one
+more call (`fwl_jax.timing.op_profile`: the GPU's kernels, the host's ops on a CPU), which
+leaves out the host's work of a call; the effective bandwidth if the row moved the floor's
+32 bytes a parameter in that traced time (GB/s); and the kernels of the compiled module: the
+ops of its entry computation and of the command buffers it calls, less parameters,
+constants, bitcasts and tuples.
 
 Usage: python bench/optimizer.py --config=configs/bench_ref.py [--steps=20] [--warmup=3] [--json=PATH]
 """
@@ -41,7 +45,7 @@ from jax.flatten_util import ravel_pytree
 
 from fwl_jax.cli import parse_config_flags
 from fwl_jax.models import make_mesh
-from fwl_jax.timing import mean_seconds, write_json
+from fwl_jax.timing import mean_seconds, op_profile, write_json
 from fwl_jax.train.distributed import TRAINING_FLAGS, add_xla_flags
 from fwl_jax.train.optim import learning_rate_schedule
 from fwl_jax.train.step import Trainer
@@ -84,8 +88,11 @@ def kernel_ops(hlo_text: str) -> int:
 
 
 def _timed(update, carry, grads, steps, warmup):
-    """(seconds per call, entry ops) of ``update(*carry, grads) -> (*carry, norm)``, its
-    carry donated and fed back as the train step's state is."""
+    """(wall seconds per call, traced op seconds of one call, entry ops) of
+    ``update(*carry, grads) -> (*carry, norm)``, its carry donated and fed back as the train
+    step's state is."""
+    # Committed to the device, as the calls' outputs are: else the second call compiles again.
+    carry, grads = jax.device_put((carry, grads), jax.devices()[0])
     jitted = jax.jit(update, donate_argnums=tuple(range(len(carry))))
     ops = kernel_ops(jitted.lower(*carry, grads).compile().as_text())
     box = [carry]
@@ -93,7 +100,8 @@ def _timed(update, carry, grads, steps, warmup):
     def call():
         *box[0], norm = jitted(*box[0], grads)
         return norm
-    return mean_seconds(call, steps, warmup), ops
+    seconds = mean_seconds(call, steps, warmup)
+    return seconds, op_profile(call, top=1)["total_s"], ops
 
 
 def _adam_one_pass(train, schedule):
@@ -152,16 +160,18 @@ def main(argv=None) -> dict:
                               (vector, jnp.zeros_like(vector), jnp.zeros_like(vector), jnp.zeros((), jnp.int32)),
                               flat(grads), steps, warmup)
 
-    floor = rows["one_pass"][0]
-    table = {name: {"ms": 1e3 * seconds, "vs_one_pass": seconds / floor, "kernel_ops": ops,
-                    "gb_per_s": BYTES_PER_PARAM * n_params / seconds / 1e9}
-             for name, (seconds, ops) in rows.items()}
+    floor, traced_floor = rows["one_pass"][:2]
+    table = {name: {"ms": 1e3 * seconds, "vs_one_pass": seconds / floor, "traced_ms": 1e3 * traced,
+                    "traced_vs_one_pass": traced / traced_floor, "kernel_ops": ops,
+                    "gb_per_s": BYTES_PER_PARAM * n_params / traced / 1e9}
+             for name, (seconds, traced, ops) in rows.items()}
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "parameters": n_params,
               "leaves": len(jax.tree.leaves(params)), "rows": table}
     print(f"{report['device']}, jax {report['jax']}, {n_params:,} parameters in {report['leaves']} arrays")
-    print("row | ms | x one_pass | GB/s at 32 B a parameter | kernel ops")
+    print("row | wall ms | x one_pass | traced ms | x one_pass | GB/s at 32 B a parameter (traced) | kernel ops")
     for name, r in table.items():
-        print(f"{name} | {r['ms']:.3f} | {r['vs_one_pass']:.2f} | {r['gb_per_s']:,.0f} | {r['kernel_ops']}")
+        print(f"{name} | {r['ms']:.3f} | {r['vs_one_pass']:.2f} | {r['traced_ms']:.3f} | "
+              f"{r['traced_vs_one_pass']:.2f} | {r['gb_per_s']:,.0f} | {r['kernel_ops']}")
     write_json(report, values.json)
     return report
 

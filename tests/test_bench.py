@@ -240,10 +240,36 @@ def test_optimizer_tiny(tmp_path):
                           f"--json={tmp_path}/optimizer.json"])
     rows = report["rows"]
     assert set(rows) == {"tree", "flat", "one_pass"} and rows["one_pass"]["vs_one_pass"] == 1.0
+    assert rows["one_pass"]["traced_vs_one_pass"] == 1.0
     for row in rows.values():
-        assert row["ms"] > 0 and row["kernel_ops"] > 0
+        assert row["ms"] > 0 and row["traced_ms"] > 0 and row["kernel_ops"] > 0
+        # the bandwidth column is the floor's bytes over the traced time of the same row
+        assert row["gb_per_s"] == pytest.approx(32 * report["parameters"] / (row["traced_ms"] * 1e-3) / 1e9)
     assert rows["tree"]["kernel_ops"] > rows["flat"]["kernel_ops"] > rows["one_pass"]["kernel_ops"]
     assert (tmp_path / "optimizer.json").exists()
+
+
+def test_optimizer_rows_compile_once_whatever_the_warmup():
+    """The rows' first inputs are committed to the device as their outputs are, so the timed
+    calls after a single warm-up call do not compile again (the compile would be timed)."""
+    import jax
+    import jax.numpy as jnp
+    module = _load("optimizer")
+    compiles = []
+
+    def listener(name, _seconds, **_):
+        if name.endswith("backend_compile_duration"):
+            compiles.append(name)
+    vector = jnp.arange(8.0)  # made before listening: their own compiles are not counted
+    # one array committed to the device (as a copy of the parameters is), one not (as jnp.zeros
+    # makes it): the calls' outputs are all committed
+    carry = (jax.device_put(jnp.zeros(8), jax.devices()[0]), jnp.zeros((), jnp.int32))
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        module._timed(lambda p, n, g: (p - g, n + 1, jnp.sum(g)), carry, vector, steps=2, warmup=1)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert len(compiles) == 1, compiles  # the update's, once: the timed calls reuse it
 
 
 def test_optimizer_kernel_ops_counts_inside_command_buffers():
