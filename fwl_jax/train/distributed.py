@@ -55,9 +55,9 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
     """`jax.distributed.initialize` when the environment names a coordinator
     (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) or the config asks
     (`distributed=True`: cluster auto-detection, e.g. TPU pods, SLURM). Adds ``OVERLAP_FLAGS``
-    first (:func:`add_xla_flags`; a program that has not started JAX's backend yet, as
-    ``train_and_evaluate`` called from a script of one's own; train.py has already added
-    ``TRAINING_FLAGS``)."""
+    first (:func:`add_xla_flags`), which counts only where JAX's backend has not started yet:
+    in a script of one's own that calls ``train_and_evaluate`` before anything else. train.py
+    has added ``TRAINING_FLAGS`` before this."""
     add_xla_flags()
     if jax.distributed.is_initialized():
         return
