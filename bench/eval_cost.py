@@ -68,6 +68,13 @@ def main(argv=None) -> dict:
     rows = {}
     merges = [int(m) for m in values.merge_every]
     dynamic = [("dynamic" if len(merges) == 1 else f"dynamic merge_every={m}", False, m) for m in merges]
+    if "dynamic" in values.modes:  # before any row runs: the dynamic rows come last
+        for m in merges:
+            try:
+                DynamicSettings(segment_len=values.segment_len, lr=values.lr, merge_every=m).check(
+                    config.data.seq_len)
+            except ValueError as e:
+                sys.exit(f"error: {e} (--segment_len, --merge_every, --config.data.seq_len)")
     modes = [m for m in [("standard", False, None), ("fwl", True, None)] if m[0] in values.modes]
     for name, fwl_enabled, merge_every in modes + (dynamic if "dynamic" in values.modes else []):
         c = config.copy_and_resolve_references()

@@ -119,6 +119,18 @@ def test_eval_cost_modes_run_only_their_rows():
         bench.main(["eval_cost.py", "--config=configs/tiny.py", "--modes="])
 
 
+@pytest.mark.parametrize("bad, message", [("--segment_len=48", "segment_len 48 must divide seq_len 64"),
+                                          ("--merge_every=3", "merge_every 3 must divide the 2 segments")])
+def test_eval_cost_checks_dynamic_settings_before_any_row(monkeypatch, bad, message):
+    """A segment length or merge_every that dynamic evaluation cannot take ends the run with one
+    line before the standard and FWL rows spend their time."""
+    bench = _load("eval_cost")
+    monkeypatch.setattr(bench, "Trainer", lambda *a, **k: pytest.fail("a row ran before the check"))
+    with pytest.raises(SystemExit, match=message):
+        bench.main(["eval_cost.py", "--config=configs/tiny.py", "--documents=2", "--doc_len=100",
+                    "--segment_len=32", bad])
+
+
 def test_attention_tiny():
     report = _load("attention").main(["--shape=2,32,2,8", "--segments=1,3", "--impls=xla",
                                       "--dtype=float32", "--steps=1"])
