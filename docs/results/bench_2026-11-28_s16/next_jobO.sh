@@ -7,7 +7,7 @@
 # small kernels a segment of 16 lanes x 128 tokens) that more lanes would spread. The benchmark has
 # always run 16 lanes (--documents=16); eval.py's default eval.batch_size is 32. Each lane keeps a
 # float32 and a bfloat16 copy of the 124M parameters, about 0.75 GB: 64 lanes need about 48 GB.
-# Copy this directory's common.sh and wait5.sh and this script to .gpujob/ (git-ignored), then run
+# Copy docs/results/bench_2026-11-28_s15/common.sh and wait5.sh and this script to .gpujob/ (git-ignored), then run
 # `bash .gpujob/next_jobO.sh` as the developers' guide says (carry .whl and .gpujob).
 source .gpujob/common.sh
 for n in 16 32 64; do

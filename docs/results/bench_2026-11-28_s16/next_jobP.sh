@@ -1,7 +1,7 @@
 #!/bin/bash
 # Prepared for session 17 (one GPU, H100 if lent; not run yet), about 5 minutes: the gradient norm
-# in two levels (next_normrows.py) against optax's, alternating. Copy this directory's common.sh,
-# wait5.sh, trainonly.py, next_normrows.py and this script to .gpujob/ (git-ignored), then run
+# in two levels (next_normrows.py) against optax's, alternating. Copy docs/results/bench_2026-11-28_s15/common.sh,
+# wait5.sh and trainonly.py, this directory's next_normrows.py and this script to .gpujob/ (git-ignored), then run
 # `bash .gpujob/next_jobP.sh` as the developers' guide says (carry .whl and .gpujob).
 source .gpujob/common.sh
 for run in 1 2; do

@@ -4,7 +4,7 @@ one reduction of all the partial sums together, instead of XLA's own split of ea
 reduction (session 15's H200 profile: 208 reductions, 0.61 ms, of which the 36 small second
 stages 0.30 ms, against 0.13 ms for the norm's bytes). `optax.tree.norm`, which the clip and the
 `grad_norm` metric both call, is replaced for the run (NORM=rows; NORM=optax keeps it), then
-`trainonly.py` (this folder's, with train.py's XLA flags) times the plain train and eval step.
+`trainonly.py` (docs/results/bench_2026-11-28_s15/, with train.py's XLA flags) times the plain train and eval step.
 
     NORM=rows python next_normrows.py      (repository root on PYTHONPATH; copy trainonly.py to .gpujob/)
 """
