@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.fwl.chunk_size = 0  # chunk length of the chunked method; 0 = chosen with the method
     c.fwl.attention_mixed_precision = True  # linear attention: scores x values and queries x states in the compute dtype (False: float32)
     c.fwl.unembed_chunk = 256  # positions per chunk of the vocabulary-sized work (memory); 0 = whole window
+    c.fwl.gradient_chunk = 0  # positions per chunk of the per-token gradient e U^T (memory); 0 = unembed_chunk
     c.fwl.inner_loss_scale = 0.0  # inner loss factor; 0 = 1 / seq_len
     c.fwl.inner_loss_normalization = "sum"  # sum or prefix_mean
     c.fwl.fast_update = "W1,b1,W2,b2,ln_scale,ln_bias"  # tensors that take the fast step

@@ -241,6 +241,7 @@ def test_init_params_tree_and_step_size():
     ("size", 0, "size must be a positive int"),
     ("chunk_size", -1, "chunk_size must be an int >= 0"),
     ("unembed_chunk", 1.5, "unembed_chunk must be an int >= 0"),
+    ("gradient_chunk", -2, "gradient_chunk must be an int >= 0"),
     ("inner_loss_scale", -1.0, "inner_loss_scale must be a positive"),
     ("meta_gradient", "second", "meta_gradient must be one of"),
     ("attention_method", "flash", "attention_method must be one of"),

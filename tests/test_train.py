@@ -180,7 +180,7 @@ def test_resume_with_another_model_is_refused(data_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"model.d_model: 32 -> 64.*allow_config_mismatch"):
         train_and_evaluate(changed, tmp_path)
     longer = tiny_config(data_dir, **{**base, "train.num_steps": 3, "fwl.unembed_chunk": 4,
-                                      "model.remat": "full", "fwl.attention_method": "chunked"})
+                                      "fwl.gradient_chunk": 2, "model.remat": "full", "fwl.attention_method": "chunked"})
     train_and_evaluate(longer, tmp_path)  # more steps, computed another way: the same run
     assert max(losses(tmp_path)) == 3
 

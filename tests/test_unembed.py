@@ -373,16 +373,16 @@ def test_head_token_nll_equals_the_cross_entropy_of_its_logits(x64, meta_gradien
         logp = jax.nn.log_softmax(logits, axis=-1)
         return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], state
 
-    def via_nll(params, h, chunk):
-        return fwl.fwl_token_nll(params, h, targets, weights, dataclasses.replace(cfg, unembed_chunk=chunk),
-                                 segment_ids=seg)
+    def via_nll(params, h, chunk, gradient_chunk=0):
+        chunked = dataclasses.replace(cfg, unembed_chunk=chunk, gradient_chunk=gradient_chunk)
+        return fwl.fwl_token_nll(params, h, targets, weights, chunked, segment_ids=seg)
 
     loss = lambda fn: lambda p, h: jnp.sum(fn(p, h)[0] * weights)  # noqa: E731
     want = via_logits(params, h)
     want_grad = jax.grad(loss(via_logits), argnums=(0, 1))(params, h)
-    for chunk in (0, 2, 4):
-        got = via_nll(params, h, chunk)
-        got_grad = jax.grad(loss(lambda p, h: via_nll(p, h, chunk)), argnums=(0, 1))(params, h)
+    for chunk, gradient_chunk in ((0, 0), (2, 0), (4, 0), (4, 3), (0, 2)):  # gradient_chunk 0: unembed_chunk
+        got = via_nll(params, h, chunk, gradient_chunk)
+        got_grad = jax.grad(loss(lambda p, h: via_nll(p, h, chunk, gradient_chunk)), argnums=(0, 1))(params, h)
         for a, b in zip(jax.tree.leaves((got, got_grad)), jax.tree.leaves((want, want_grad))):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
     slow = fwl.slow_token_nll(params, h, targets, dataclasses.replace(cfg, unembed_chunk=3))
@@ -394,3 +394,24 @@ def test_head_token_nll_equals_the_cross_entropy_of_its_logits(x64, meta_gradien
 def test_bad_unembed_chunk():
     with pytest.raises(ValueError, match="unembed_chunk"):
         dataclasses.replace(CFG, unembed_chunk=-1)
+
+
+@pytest.mark.parametrize("unembed_chunk,gradient_chunk,want", [(4, 0, (4, 4)), (4, 2, (2, 4)), (0, 3, (3, 0))])
+def test_gradient_chunk_sets_only_the_per_token_gradients_chunks(monkeypatch, unembed_chunk, gradient_chunk, want):
+    cfg = dataclasses.replace(CFG, unembed_chunk=unembed_chunk, gradient_chunk=gradient_chunk)
+    seen = {}
+    def spy(name):
+        original = getattr(unembed, name)
+
+        def wrapped(*args, **kwargs):
+            seen[name] = kwargs["chunk"]
+            return original(*args, **kwargs)
+        monkeypatch.setattr(unembed, name, wrapped)
+    spy("softmax_gradient")
+    spy("token_nll")
+    keys = jax.random.split(jax.random.key(2), 3)
+    params = fwl.init_params(keys[0], D_MODEL, cfg)
+    h = jax.random.normal(keys[1], (1, 6, D_MODEL))
+    targets = jax.random.randint(keys[2], (1, 6), 0, cfg.vocab_size)
+    fwl.fwl_token_nll(params, h, targets, jnp.ones((1, 6)), cfg)
+    assert (seen["softmax_gradient"], seen["token_nll"]) == want

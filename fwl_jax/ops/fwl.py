@@ -64,6 +64,8 @@ class FWLConfig:
     inner_loss_normalization: str = "sum"  # "sum" (scaled) or "prefix_mean"
     unembed_chunk: int = 256  # positions per chunk of the vocabulary-sized work (0: whole window;
     # the chunks are unrolled, so compile time grows with T / unembed_chunk)
+    gradient_chunk: int = 0  # positions per chunk of the per-token gradient e U^T, whose backward
+    # holds the most [B, chunk, V] arrays at once (0: unembed_chunk)
 
     def __post_init__(self):
         object.__setattr__(self, "fast_update", tuple(self.fast_update))
@@ -71,7 +73,7 @@ class FWLConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"FWLConfig.{name} must be a positive int, got {value!r}")
-        for name in ("chunk_size", "unembed_chunk"):
+        for name in ("chunk_size", "unembed_chunk", "gradient_chunk"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"FWLConfig.{name} must be an int >= 0, got {value!r}")
@@ -217,7 +219,7 @@ def _token_gradients(params, h, targets, weights, cfg: FWLConfig):
     if cfg.inner_loss_normalization == "sum":
         coef = coef * cfg.inner_loss_scale
     du = unembed.softmax_gradient(u, params["unembed"], params["unembed_bias"], targets, coef,
-                                  chunk=cfg.unembed_chunk)  # [B, T, s]
+                                  chunk=cfg.gradient_chunk or cfg.unembed_chunk)  # [B, T, s]
     n, rstd = mid["n"], mid["rstd"]
     dn = du * params["ln_scale"].astype(acc)
     dz2 = rstd * (dn - jnp.mean(dn, -1, keepdims=True) - n * jnp.mean(dn * n, -1, keepdims=True))

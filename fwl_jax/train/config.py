@@ -16,7 +16,8 @@ from fwl_jax.ops.fwl import FAST_TENSORS, FWLConfig
 IDENTITY = {"data": ("dataset", "corpus", "vocab_size", "seq_len", "seed"),
             "model": None, "fwl": None, "train": ("seed", "batch_size", "grad_accum_steps")}
 SPEED_ONLY = {"model": ("remat", "attention_impl"),
-              "fwl": ("attention_method", "chunk_size", "attention_mixed_precision", "unembed_chunk")}
+              "fwl": ("attention_method", "chunk_size", "attention_mixed_precision", "unembed_chunk",
+                      "gradient_chunk")}
 
 
 class ConfigError(ValueError):
@@ -40,7 +41,7 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
                         chunk_size=f.chunk_size, attention_mixed_precision=f.attention_mixed_precision,
                         fast_update=fast_update,
                         inner_loss_normalization=f.inner_loss_normalization,
-                        unembed_chunk=f.unembed_chunk)
+                        unembed_chunk=f.unembed_chunk, gradient_chunk=f.gradient_chunk)
         return ModelConfig(
             vocab_size=config.data.vocab_size, d_model=m.d_model, num_layers=m.num_layers,
             num_heads=m.num_heads, num_kv_heads=m.num_kv_heads or None, mlp_dim=m.mlp_dim,
