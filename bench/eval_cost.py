@@ -1,10 +1,13 @@
 """Evaluation cost: tokens/s of `standard` evaluation without and with fast weights and of
 dynamic evaluation (SGD, all parameters, segments of `--segment_len`) on the same model
-and documents, and their ratios. The first (compiling) batch is not timed.
+and documents, and their ratios. Each mode scores the documents twice: the first pass
+compiles and warms up, the second is timed whole.
 
 The model's parameters are freshly initialised, or read from `--workdir`'s latest
-checkpoint; the documents are `--documents` random-token documents of `--doc_len` tokens
-(speed does not depend on the tokens).
+checkpoint; the documents are `--documents` random-token documents with `--doc_len` scored
+targets each (speed does not depend on the tokens). A document of n tokens has n + 1 targets
+(its tokens and its end), so `--doc_len` counts those: a multiple of the window length fills
+every window, where n = 2048 tokens would take a third window for one target and time padding.
 
 Usage: python bench/eval_cost.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
            [--documents=16] [--doc_len=4096] [--segment_len=128] [--merge_every=0[,F...]]
@@ -19,7 +22,7 @@ import numpy as np
 from absl import flags
 
 from fwl_jax.cli import parse_config_flags
-from fwl_jax.data import TokenizedSplit
+from fwl_jax.data import TokenizedSplit, num_windows
 from fwl_jax.eval import DynamicScorer, DynamicSettings, WindowScorer, score_split
 from fwl_jax.models import make_mesh
 from fwl_jax.timing import CompiledTexts, op_profile, print_op_profile, write_json
@@ -33,7 +36,8 @@ MODES = ("standard", "fwl", "dynamic")
 
 def _extra(values):
     flags.DEFINE_integer("documents", 16, "documents scored", flag_values=values)
-    flags.DEFINE_integer("doc_len", 4096, "tokens per document", flag_values=values)
+    flags.DEFINE_integer("doc_len", 4096, "scored targets per document (its tokens and its end; a "
+                         "multiple of the window length fills every window)", flag_values=values)
     flags.DEFINE_integer("segment_len", 128, "dynamic evaluation's segment", flag_values=values)
     flags.DEFINE_float("lr", 1e-5, "dynamic evaluation's SGD step", flag_values=values)
     flags.DEFINE_list("merge_every", ["0"], "dynamic evaluation's merge_every (DynamicSettings); several "
@@ -61,9 +65,14 @@ def main(argv=None) -> dict:
     if unknown or not values.modes:
         sys.exit(f"error: --modes takes a subset of {','.join(MODES)}; "
                  + (f"unknown: {','.join(unknown)}" if unknown else "got none"))
+    if values.documents < 1 or values.doc_len < 2:
+        sys.exit(f"error: --documents must be >= 1 and --doc_len >= 2 (a token and the document's end), "
+                 f"got {values.documents} and {values.doc_len}")
     config = values.config
     mesh = make_mesh(devices=jax.devices()[:1])
-    split = _documents(values.documents, values.doc_len, config.data.vocab_size)
+    split = _documents(values.documents, values.doc_len - 1, config.data.vocab_size)
+    windows = int(num_windows(split, config.data.seq_len).sum())
+    fill = values.documents * values.doc_len / (windows * config.data.seq_len)
     lanes = min(config.eval.batch_size, values.documents)
     rows = {}
     merges = [int(m) for m in values.merge_every]
@@ -91,10 +100,10 @@ def main(argv=None) -> dict:
                 scorer = DynamicScorer(trainer.model, mesh, settings)
             else:
                 scorer = WindowScorer(trainer.model, mesh)
-            scores, timing = score_split(scorer, params, split, seq_len=c.data.seq_len,
-                                         batch_size=lanes)
-            rows[name] = {"tokens_per_s": timing.tokens_per_s, "perplexity": scores.perplexity,
-                          "tokens": int(len(scores.nll))}
+            score_split(scorer, params, split, seq_len=c.data.seq_len, batch_size=lanes)  # compiles
+            scores, timing = score_split(scorer, params, split, seq_len=c.data.seq_len, batch_size=lanes)
+            rows[name] = {"tokens_per_s": timing.tokens / timing.seconds, "perplexity": scores.perplexity,
+                          "tokens": int(len(scores.nll)), "seconds": timing.seconds}
             if values.profile:
                 # The window step records its calls, so that the profile can name each op's scope.
                 attr = "_step" if isinstance(scorer, DynamicScorer) else "_score"
@@ -110,11 +119,13 @@ def main(argv=None) -> dict:
             row["cost_vs_standard"] = rows["standard"]["tokens_per_s"] / row["tokens_per_s"]
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
               "documents": values.documents, "doc_len": values.doc_len, "lanes": lanes,
+              "windows": windows, "window_fill": fill,
               "seq_len": config.data.seq_len, "segment_len": values.segment_len, "rows": rows}
     if "fwl" in rows and dynamic[0][0] in rows:
         report["fwl_speed_vs_dynamic"] = rows["fwl"]["tokens_per_s"] / rows[dynamic[0][0]]["tokens_per_s"]
     print(f"{report['device']}, jax {report['jax']}, {values.documents} documents of "
-          f"{values.doc_len} tokens, {lanes} lanes, windows of {config.data.seq_len}")
+          f"{values.doc_len} targets, {lanes} lanes, {windows} windows of {config.data.seq_len} "
+          f"({fill:.1%} of their positions scored)")
     print("mode | tokens/s | cost vs standard")
     for name, r in rows.items():
         print(f"{name} | {r['tokens_per_s']:,.0f} | " + (f"{r['cost_vs_standard']:.2f}" if "standard" in rows else "-"))

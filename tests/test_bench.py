@@ -84,7 +84,10 @@ def test_eval_cost_tiny():
         # the window step's compiled text names the traced ops' scopes
         assert any(g["scope"] != "(no scope)" for g in row["profile"]["by_scope"])
     assert rows["standard"]["cost_vs_standard"] == 1.0
-    assert rows["standard"]["tokens"] == rows["fwl"]["tokens"] == rows["dynamic"]["tokens"] == 302
+    # --doc_len counts scored targets (a document's tokens and its end): 2 x 150 in 2 x 3 windows of 64
+    assert rows["standard"]["tokens"] == rows["fwl"]["tokens"] == rows["dynamic"]["tokens"] == 300
+    assert report["windows"] == 6 and report["window_fill"] == 300 / (6 * 64)
+    assert all(row["tokens_per_s"] == row["tokens"] / row["seconds"] for row in rows.values())
     assert report["fwl_speed_vs_dynamic"] == rows["fwl"]["tokens_per_s"] / rows["dynamic"]["tokens_per_s"]
 
 
@@ -105,9 +108,10 @@ def test_eval_cost_modes_run_only_their_rows():
     """`--modes=dynamic,standard`: those rows (in the table's order) and their costs against
     standard; no FWL row, so no FWL-against-dynamic ratio; an unknown mode is an error."""
     bench = _load("eval_cost")
-    report = bench.main(["eval_cost.py", "--config=configs/tiny.py", "--documents=2", "--doc_len=100",
+    report = bench.main(["eval_cost.py", "--config=configs/tiny.py", "--documents=2", "--doc_len=128",
                          "--segment_len=32", "--modes=dynamic,standard"])
     rows = report["rows"]
+    assert report["windows"] == 4 and report["window_fill"] == 1.0  # whole windows: no padding timed
     assert list(rows) == ["standard", "dynamic"] and "fwl_speed_vs_dynamic" not in report
     assert rows["dynamic"]["cost_vs_standard"] == rows["standard"]["tokens_per_s"] / rows["dynamic"]["tokens_per_s"]
     alone = bench.main(["eval_cost.py", "--config=configs/tiny.py", "--documents=2", "--doc_len=100",
@@ -117,6 +121,8 @@ def test_eval_cost_modes_run_only_their_rows():
         bench.main(["eval_cost.py", "--config=configs/tiny.py", "--modes=fwl,plain"])
     with pytest.raises(SystemExit, match="got none"):
         bench.main(["eval_cost.py", "--config=configs/tiny.py", "--modes="])
+    with pytest.raises(SystemExit, match="--doc_len >= 2"):
+        bench.main(["eval_cost.py", "--config=configs/tiny.py", "--doc_len=1"])
 
 
 @pytest.mark.parametrize("bad, message", [("--segment_len=48", "segment_len 48 must divide seq_len 64"),
