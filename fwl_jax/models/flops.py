@@ -9,7 +9,7 @@ accounting. Per token of a sequence of length T, forward:
   kernel skips about half); MLP ``2 d f`` times 3 (SwiGLU) or 2 (GELU).
 * head, slow pass: ``2 (d m + m s + s V)``.
 * FWL extras: per-token gradients ``e U^T`` and ``dz2 W2^T``: ``2 (s V + s m)``; the fast
-  pass again but for ``h W1``, which it shares with the slow pass: ``2 (m s + s V)``; linear attention for W1 (keys d, values m), W2 (keys
+  pass again ``2 (d m + m s + s V)``; linear attention for W1 (keys d, values m), W2 (keys
   m, values s) and one prefix sum for the vector tensors, each counted by
   :func:`fwl_jax.ops.linear_attention.attention_flops` for the method ``auto`` picks.
 
@@ -18,8 +18,7 @@ Training is forward plus backward; every matmul's backward is two matmuls, so tr
 backward of the per-token gradient recomputes them chunk by chunk rather than keep a
 [B, T, V] float32 array (:mod:`fwl_jax.ops.unembed`). With ``meta_gradient="first_order"``
 the update's keys and values are constants, so the slow pass and the per-token gradients get
-no backward (1x; ``h W1``'s two backward matmuls are counted with the fast pass, which needs
-them) and the linear attention only the query's (2x).
+no backward (1x) and the linear attention only the query's (2x).
 
 ``head_only=True`` leaves the body out: the head's value and the gradients of its
 parameters and of its input (the body's output), as ``bench/step.py`` times the head alone.
@@ -55,7 +54,7 @@ def flop_breakdown(config: ModelConfig, seq_len: int, batch_size: int = 1) -> di
              "fwl_gradients": 0.0, "fwl_fast": 0.0, "fwl_attention": 0.0}
     if config.fwl_enabled:
         parts["fwl_gradients"] = 2.0 * (s * v + s * m)
-        parts["fwl_fast"] = parts["head"] - 2.0 * d * m  # h W1 is shared with the slow pass
+        parts["fwl_fast"] = parts["head"]
         tokens = batch_size * seq_len
         # As fwl_ops._fast_output calls it: the weight count, one prefix sum of the vector
         # tensors side by side, and one linear attention per fast kernel.
@@ -84,8 +83,6 @@ def flops_per_token(config: ModelConfig, seq_len: int, training: bool = True, ba
     if not training:
         return sum(p.values())
     if config.fwl_enabled and config.fwl.meta_gradient == "first_order":
-        shared = 2.0 * config.d_model * config.fwl.hidden  # h W1: its backward, through the fast pass
-        return (3 * (p["body"] + p["fwl_fast"]) + p["head"] + 2 * shared + p["fwl_gradients"]
-                + 2 * p["fwl_attention"])
+        return 3 * (p["body"] + p["fwl_fast"]) + p["head"] + p["fwl_gradients"] + 2 * p["fwl_attention"]
     recompute = 2.0 * config.fwl.size * config.fwl.vocab_size if config.fwl_enabled else 0.0
     return 3 * sum(p.values()) + recompute

@@ -162,28 +162,24 @@ Prefix = Callable[[str, jax.Array], jax.Array]
 Linear = Callable[[str, jax.Array, jax.Array], jax.Array]
 
 
-def _forward(params, h, cfg: FWLConfig, prefix: Prefix | None = None, linear: Linear | None = None,
-             hw1: jax.Array | None = None):
+def _forward(params, h, cfg: FWLConfig, prefix: Prefix | None = None, linear: Linear | None = None):
     """The head up to the unembedding, slow (``prefix`` None) or fast.
 
     Returns ``u`` [..., s] in h's dtype (the unembedding's input) and the intermediates.
     ``prefix(name, query)`` gives the summed gradient of tensor ``name`` applied to the
     layer's fast-pass input ``query`` (kernels) or the summed gradient itself (vectors).
     ``linear(name, x, kernel)``, if given, replaces ``x @ kernel`` for ``W1`` and ``W2``.
-    ``hw1``: ``h @ W1`` if already computed (the slow and fast passes share it).
     """
     acc = accumulation_dtype(h.dtype)
     eta = step_sizes(params)
     dense = linear or (lambda name, x, w: _dense(x, w, acc))
-    if hw1 is None:
-        hw1 = dense("W1", h, params["W1"])
 
     def updated(name, value, query=None):
         if prefix is None or name not in cfg.fast_update:
             return value
         return value - eta[name].astype(acc) * prefix(name, query)
 
-    z1 = updated("W1", hw1, h) + updated("b1", params["b1"].astype(acc))
+    z1 = updated("W1", dense("W1", h, params["W1"]), h) + updated("b1", params["b1"].astype(acc))
     relu1 = jax.nn.relu(z1)
     a = jnp.square(relu1)
     a_in = a.astype(h.dtype)
@@ -215,11 +211,10 @@ def slow_token_nll(params: dict, h: jax.Array, targets: jax.Array, cfg: FWLConfi
     return unembed.token_nll(u, params["unembed"], params["unembed_bias"], targets, chunk=cfg.unembed_chunk)
 
 
-def _token_gradients(params, h, targets, weights, cfg: FWLConfig, hw1=None):
-    """The keys and values of every fast tensor's per-token gradient (slow pass; ``hw1`` as
-    for ``_forward``)."""
+def _token_gradients(params, h, targets, weights, cfg: FWLConfig):
+    """The keys and values of every fast tensor's per-token gradient (slow pass)."""
     acc = accumulation_dtype(h.dtype)
-    u, mid = _forward(params, h, cfg, hw1=hw1)
+    u, mid = _forward(params, h, cfg)
     coef = weights.astype(acc)
     if cfg.inner_loss_normalization == "sum":
         coef = coef * cfg.inner_loss_scale
@@ -311,13 +306,10 @@ def _fast_output(params, h, targets, weights, cfg, segment_ids, state):
     """The fast head's unembedding input u [B, T, s] and the new carried state."""
     _check_head_inputs(params, h, targets, weights, cfg, segment_ids, state)
     acc = accumulation_dtype(h.dtype)
-    # h W1 is the same in both passes: computed once, so that the backward also forms its two
-    # gradient matmuls once, on the sum of both passes' output gradients.
-    hw1 = _dense(h, params["W1"], acc)
-    slow_in = (params, h, hw1)
+    slow_in = (params, h)
     if cfg.meta_gradient == "first_order":  # the update is a constant: no backward through it
         slow_in = jax.lax.stop_gradient(slow_in)
-    keys, values = _token_gradients(*slow_in[:2], targets, weights, cfg, hw1=slow_in[2])
+    keys, values = _token_gradients(*slow_in, targets, weights, cfg)
     weights = weights.astype(acc)
     attend = lambda q, k, v, s0: causal_linear_attention(  # noqa: E731
         q, k, v, segment_ids=segment_ids, initial_state=s0, method=cfg.attention_method,
@@ -352,7 +344,7 @@ def _fast_output(params, h, targets, weights, cfg, segment_ids, state):
         out, new_state[name] = attend(query, key, values[name].astype(query.dtype), carried(name))
         return out / divisor
 
-    u, _ = _forward(params, h, cfg, prefix, hw1=hw1)
+    u, _ = _forward(params, h, cfg, prefix)
     return u, new_state
 
 
