@@ -46,7 +46,10 @@ def _callables(method: str, combine: str, chunk: int, mixed_precision: bool):
 
     def loss(q, k, v):
         return forward(q, k, v).astype(jnp.float32).sum()
-    return jax.jit(forward), jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+    # The value too: with jax.grad alone XLA drops the forward's output products (scores x
+    # values, queries x states), which a model needs, and the time would cover less than the
+    # 3x forward FLOPs it is divided into.
+    return jax.jit(forward), jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
 
 
 def bench_shape(b, t, dk, dv, dtype, steps: int, chunk_sizes, max_gib: float,
