@@ -8,8 +8,10 @@ layout (`--layouts`: `data` = mesh (n, 1, 1), parameters replicated, gradients a
 `fsdp_tp2` = mesh (1, n/2, 2), FSDP with tensor parallelism 2, for even n) the jit-compiled
 train step of `--config` runs on a global batch of n x `train.batch_size` random rows,
 timed over `--steps` after `--warmup`. Each row also gives the MFU (`flops_per_token` and
-the device's peak, where known) and the largest peak memory in use on one device (where the
-backend reports it: GPUs and TPUs).
+the device's peak, where known) and the compiled step's memory on one device as XLA plans it
+(arguments + outputs + temporaries - donated: the parameters' and optimizer state's shards,
+the batch's, the activations), so FSDP's saving shows (the allocator's process-wide peak would
+carry the largest earlier row's into every later one).
 
 Usage: python bench/scaling.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
            [--devices=1,2,4] [--layouts=data,fsdp,fsdp_tp2] [--steps=10] [--warmup=2] [--json=PATH]
@@ -70,9 +72,11 @@ def throughput(config, layout: str, n: int, steps: int, warmup: int) -> dict:
     if peak:
         flops = flops_per_token(trainer.model_config, config.data.seq_len, batch_size=rows)  # the global batch
         row["mfu"] = flops * row["tokens_per_s_per_device"] / (peak * 1e12)
-    stats = [d.memory_stats() for d in mesh.devices.flat]
-    if all(s and "peak_bytes_in_use" in s for s in stats):
-        row["peak_gib_per_device"] = max(s["peak_bytes_in_use"] for s in stats) / 2**30
+    analysis = trainer._train.lower(state, batch, rng).compile().memory_analysis()
+    if analysis is not None:  # one device's, as XLA plans it
+        row["gib_per_device"] = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+                                 + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes) / 2**30
+        row["argument_gib_per_device"] = analysis.argument_size_in_bytes / 2**30  # state and batch shards
     return row
 
 
@@ -95,7 +99,7 @@ def main(argv=None) -> dict:
               "seq_len": config.data.seq_len, "skipped_counts": skipped, "rows": rows}
     print(f"{report['device']} x {available}, jax {report['jax']}, {config.train.batch_size} rows of "
           f"{config.data.seq_len} per device" + (f"; skipped counts {skipped} (too few devices)" if skipped else ""))
-    print("layout | devices | step ms | tokens/s | per device | efficiency | MFU | peak GiB/device", flush=True)
+    print("layout | devices | step ms | tokens/s | per device | efficiency | MFU | GiB/device", flush=True)
     base = throughput(config, "data", 1, values.steps, values.warmup)
     for layout in values.layouts:
         for n in counts:
@@ -105,7 +109,7 @@ def main(argv=None) -> dict:
             r = {**row, "layout": layout, "efficiency": row["tokens_per_s_per_device"] / base["tokens_per_s_per_device"]}
             rows.append(r)  # printed and written as it comes, so a cut run keeps what it measured
             mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
-            memory = f"{r['peak_gib_per_device']:.1f}" if "peak_gib_per_device" in r else "-"
+            memory = f"{r['gib_per_device']:.2f}" if "gib_per_device" in r else "-"
             print(f"{r['layout']} | {r['devices']} | {r['step_ms']:.2f} | {r['tokens_per_s']:,.0f} | "
                   f"{r['tokens_per_s_per_device']:,.0f} | {r['efficiency']:.1%} | {mfu} | {memory}", flush=True)
             write_json(report, values.json)

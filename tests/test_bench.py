@@ -181,6 +181,11 @@ def test_scaling_tiny(tmp_path, monkeypatch):
         assert r["efficiency"] == r["tokens_per_s_per_device"] / rows[("data", 1)]["tokens_per_s_per_device"]
         assert r["mfu"] > 0  # against the 1 TFLOP/s peak given
     assert rows[("fsdp_tp2", 2)]["mfu"] / rows[("data", 1)]["mfu"] == pytest.approx(rows[("fsdp_tp2", 2)]["efficiency"])
+    # Each row's own memory, whatever ran before it: FSDP over 2 devices keeps about half the
+    # parameters and optimizer state of data parallelism on each (the batch shard is the same).
+    data, fsdp = rows[("data", 2)], rows[("fsdp", 2)]
+    assert 0.4 < fsdp["argument_gib_per_device"] / data["argument_gib_per_device"] < 0.6
+    assert all(r["gib_per_device"] > r["argument_gib_per_device"] for r in rows.values())
     assert (tmp_path / "scaling.json").exists()
 
 
