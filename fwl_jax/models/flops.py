@@ -5,8 +5,11 @@ them; elementwise work (softmax, norms, activations) is left out, as in the usua
 accounting. Per token of a sequence of length T, forward:
 
 * body, per layer: projections ``2 d (H + 2 K) h_d + 2 H h_d d``; attention scores and their
-  product with values ``2 * 2 T H h_d`` (the dense masked form XLA computes; a causal flash
-  kernel skips about half); MLP ``2 d f`` times 3 (SwiGLU) or 2 (GELU).
+  product with values ``2 * 2 T H h_d``, the whole T x T square (PaLM's convention for MFU,
+  and what XLA's own attention computes; cuDNN's causal kernel, the GPU default, skips about
+  half, and MaxText counts half: at ``bench_ref`` that half is 7% of the plain model's
+  training FLOPs, so its MFU is 0.93x the figure this count gives); MLP ``2 d f`` times 3
+  (SwiGLU) or 2 (GELU).
 * head, slow pass: ``2 (d m + m s + s V)``.
 * FWL extras: per-token gradients ``e U^T`` and ``dz2 W2^T``: ``2 (s V + s m)``; the fast
   pass again ``2 (d m + m s + s V)``; linear attention for W1 (keys d, values m), W2 (keys
