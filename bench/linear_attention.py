@@ -24,7 +24,7 @@ from fwl_jax.ops.linear_attention import (
 )
 from fwl_jax.timing import mean_seconds, write_json
 
-DEFAULT_GRID = "16,1024,768,3072;16,1024,3072,768;16,1024,1,4609;2,8192,768,3072;16,4096,64,64"
+DEFAULT_GRID = "16,1024,768,3072;16,1024,3072,768;16,1024,1,5376;2,8192,768,3072;16,4096,64,64"
 METHODS = (("quadratic", "associative"), ("chunked", "associative"), ("chunked", "scan"),
            ("recurrent", "associative"))
 
