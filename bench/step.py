@@ -2,19 +2,22 @@
 (`first_order`), and of the head alone, side by side on one device.
 
 For each variant: one jit-compiled train step (loss, gradients, AdamW update) and one
-forward-only eval step on random tokens (one document per row, so no segment mask),
-timed over `--steps` after `--warmup`; tokens/s; MFU = flops_per_token x tokens/s / peak;
-XLA's temporary memory of the compiled step. The head alone: value and gradient of the
+forward-only eval step on random tokens, timed over `--steps` after `--warmup`; tokens/s;
+MFU = flops_per_token x tokens/s / peak; XLA's temporary memory of the compiled step. The head alone: value and gradient of the
 mean cross-entropy for fixed body outputs, through `fwl_token_nll` / `slow_token_nll` (the
 chunked path training uses) and through whole logits (`fwl_logits` / `slow_logits` and
 optax's cross-entropy); "head FLOP x" is the ratio of the head's matmul FLOPs alone
 (`flops_per_token(..., head_only=True)`: what the chunked head's value and gradient compute).
-Ratios are to the plain model (or plain head) of the same run. Runs with train.py's XLA flags
+Ratios are to the plain model (or plain head) of the same run. `--documents=n` packs n
+documents in each row with segment ids, as `train.py`'s input pipeline always passes them
+(1, the default: a row inside one document), so the body's attention takes its masked path;
+`--documents=0` passes no segment ids (one document a row, attention without a mask: the step
+sessions 1 to 17 timed, and the form other codebases' MFU figures are usually taken in). Runs with train.py's XLA flags
 (`fwl_jax.train.distributed.TRAINING_FLAGS`; a flag set in `XLA_FLAGS` wins).
 
 Usage: python bench/step.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
-           [--steps=10] [--warmup=2] [--variants=plain,fwl_full,fwl_first_order] [--profile=N]
-           [--json=PATH]
+           [--steps=10] [--warmup=2] [--variants=plain,fwl_full,fwl_first_order] [--documents=1]
+           [--profile=N] [--json=PATH]
 (On a GPU, profile with XLA_FLAGS=--xla_gpu_enable_command_buffer= so that the trace names
 each kernel.)
 """
@@ -23,14 +26,13 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from absl import flags
 
 from fwl_jax.cli import parse_config_flags
 from fwl_jax.models import TransformerLM, flops_per_token, make_mesh
 from fwl_jax.ops import fwl as fwl_ops
-from fwl_jax.timing import mean_seconds, op_profile, print_op_profile, write_json
+from fwl_jax.timing import mean_seconds, op_profile, print_op_profile, random_batch, write_json
 from fwl_jax.train.config import model_config
 from fwl_jax.train.distributed import TRAINING_FLAGS, add_xla_flags
 from fwl_jax.train.metrics import peak_tflops
@@ -45,6 +47,8 @@ def _extra(values):
     flags.DEFINE_integer("warmup", 2, "untimed steps (compilation)", flag_values=values)
     flags.DEFINE_list("variants", list(VARIANTS), "variants to run (plain is always run: the ratios' base)",
                       flag_values=values)
+    flags.DEFINE_integer("documents", 1, "documents packed in each row, with segment ids (0: none, no mask)",
+                         flag_values=values)
     flags.DEFINE_integer("profile", 0, "also print (and write to the JSON) the top N ops of each "
                          "variant's train step, traced over one more step, with their JAX scopes, and "
                          "the top N module paths by time summed over every op", flag_values=values)
@@ -56,15 +60,6 @@ def _temp_gib(compiled) -> float:
     return getattr(analysis, "temp_size_in_bytes", 0) / 2**30 if analysis else float("nan")
 
 
-def _batch(config) -> dict:
-    rng = np.random.default_rng(0)
-    shape = (config.train.batch_size, config.data.seq_len)
-    tokens = rng.integers(0, config.data.vocab_size, size=shape).astype(np.int32)
-    return {"inputs": tokens, "targets": np.roll(tokens, -1, axis=1),
-            "weights": np.ones(shape, np.int32), "segment_ids": None,
-            "positions": np.broadcast_to(np.arange(shape[1], dtype=np.int32), shape).copy()}
-
-
 def _variant(config, fwl_enabled: bool, meta_gradient: str):
     c = config.copy_and_resolve_references()
     with c.unlocked():
@@ -72,10 +67,11 @@ def _variant(config, fwl_enabled: bool, meta_gradient: str):
     return c
 
 
-def model_row(config, steps: int, warmup: int, peak, profile: int = 0) -> dict:
+def model_row(config, steps: int, warmup: int, peak, profile: int = 0, documents: int = 1) -> dict:
     trainer = Trainer(config, make_mesh(devices=jax.devices()[:1]))
     state = trainer.init_state(0)
-    batch = {k: (None if v is None else jnp.asarray(v)) for k, v in _batch(config).items()}
+    batch = random_batch(config.train.batch_size, config.data.seq_len, config.data.vocab_size, documents)
+    batch = {k: (None if v is None else jnp.asarray(v)) for k, v in batch.items()}
     tokens = batch["inputs"].size
     rng = jax.random.key(0)
     with trainer.context():
@@ -92,15 +88,17 @@ def model_row(config, steps: int, warmup: int, peak, profile: int = 0) -> dict:
         train_profile = op_profile(train, profile, (compiled.as_text(),)) if profile else None
         forward = jax.jit(lambda p, b: trainer.model.apply(
             {"params": p}, b["inputs"], targets=b["targets"],
-            weights=b["weights"].astype(jnp.float32), positions=b["positions"],
+            weights=b["weights"].astype(jnp.float32), segment_ids=b["segment_ids"], positions=b["positions"],
             method=TransformerLM.token_nll)[0].sum())
         eval_s = mean_seconds(lambda: forward(box[0].params, batch), steps, warmup)
     cfg = trainer.model_config
-    rows = config.train.batch_size  # the FWL's linear attention method depends on it
+    # The FWL's linear attention method depends on the rows traced: the train step's micro-batch.
+    rows = config.train.batch_size // config.train.grad_accum_steps
     flops = flops_per_token(cfg, config.data.seq_len, training=True, batch_size=rows)
     row = {"train_ms": 1e3 * train_s, "eval_ms": 1e3 * eval_s, "tokens_per_s": tokens / train_s,
            "eval_tokens_per_s": tokens / eval_s, "train_flops_per_token": flops,
-           "eval_flops_per_token": flops_per_token(cfg, config.data.seq_len, training=False, batch_size=rows),
+           "eval_flops_per_token": flops_per_token(cfg, config.data.seq_len, training=False,
+                                                   batch_size=config.train.batch_size),
            "temp_gib": train_temp}
     if peak:
         row["mfu"] = flops * tokens / train_s / (peak * 1e12)
@@ -147,6 +145,9 @@ def head_row(config, steps: int, warmup: int) -> dict:
 def main(argv=None) -> dict:
     add_xla_flags(TRAINING_FLAGS)  # as train.py sets them (before JAX starts its backend)
     values = parse_config_flags(argv or sys.argv, _extra)
+    if not 0 <= values.documents <= values.config.data.seq_len:
+        raise SystemExit(f"error: --documents must be 0 (no segment ids) or 1..data.seq_len "
+                         f"({values.config.data.seq_len}), got {values.documents}")
     config, steps, warmup = values.config, values.steps, values.warmup
     peak = peak_tflops(config.log.peak_tflops)
     table = {}
@@ -156,7 +157,7 @@ def main(argv=None) -> dict:
     for name in ["plain"] + [v for v in values.variants if v != "plain"]:
         fwl_enabled, meta = VARIANTS[name]
         variant = _variant(config, fwl_enabled, meta)
-        table[name] = {**model_row(variant, steps, warmup, peak, values.profile),
+        table[name] = {**model_row(variant, steps, warmup, peak, values.profile, values.documents),
                        **head_row(variant, steps, warmup)}
         if values.profile:
             print_op_profile(table[name]["train_profile"], f"{name} train step")
@@ -174,15 +175,16 @@ def main(argv=None) -> dict:
         row["head_logits_temp_vs_plain"] = row["head_logits_temp_gib"] / max(plain["head_logits_temp_gib"], 1e-12)
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
               "batch_size": config.train.batch_size, "seq_len": config.data.seq_len,
-              "peak_tflops": peak, "rows": table}
+              "documents_per_row": values.documents, "peak_tflops": peak, "rows": table}
     _print(report)
     write_json(report, values.json)
     return report
 
 
 def _print(report: dict) -> None:
-    print(f"{report['device']}, jax {report['jax']}, batch {report['batch_size']}, "
-          f"T {report['seq_len']}")
+    documents = report["documents_per_row"]
+    print(f"{report['device']}, jax {report['jax']}, batch {report['batch_size']}, T {report['seq_len']}, "
+          + (f"{documents} document(s) a row with segment ids" if documents else "no segment ids"))
     header = ("variant", "train ms", "x plain", "FLOP x", "MFU", "temp GiB", "x plain",
               "eval ms", "x plain", "head ms", "x plain", "head FLOP x", "head GiB", "x plain",
               "logits-head ms", "x plain", "logits-head GiB", "x plain")

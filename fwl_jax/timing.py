@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: timing a jitted call and writing a report."""
+"""What the benchmark scripts share: random batches, timing a jitted call and writing a report."""
 
 from __future__ import annotations
 
@@ -8,6 +8,29 @@ import time
 from typing import Callable
 
 import jax
+import numpy as np
+
+
+def random_batch(rows: int, seq_len: int, vocab_size: int, documents: int = 0, seed: int = 0) -> dict:
+    """A training batch of random tokens, [rows, seq_len] numpy arrays of the input pipeline's
+    fields. ``documents=0``: no ``segment_ids`` (None: one document a row, attention without a
+    mask); ``documents=n >= 1``: each row packs n documents of (nearly) equal length, with the
+    segment ids 1..n and the positions restarting at each document, as the pipeline packs them
+    (``n=1``: all-ones ids, the pipeline's batch for a row inside one document; attention then
+    takes the masked path)."""
+    if documents < 0 or documents > seq_len:
+        raise ValueError(f"documents must be 0 (no segment ids) or 1..seq_len ({seq_len}), got {documents}")
+    rng = np.random.default_rng(seed)
+    shape = (rows, seq_len)
+    tokens = rng.integers(0, vocab_size, size=shape).astype(np.int32)
+    batch = {"inputs": tokens, "targets": np.roll(tokens, -1, axis=1), "weights": np.ones(shape, np.int32),
+             "segment_ids": None, "positions": np.broadcast_to(np.arange(seq_len, dtype=np.int32), shape).copy()}
+    if documents:
+        ids = 1 + np.arange(seq_len) * documents // seq_len  # [T] 1..n in equal runs
+        starts = np.searchsorted(ids, ids)  # [T] each position's document start
+        batch["segment_ids"] = np.broadcast_to(ids.astype(np.int32), shape).copy()
+        batch["positions"] = np.broadcast_to((np.arange(seq_len) - starts).astype(np.int32), shape).copy()
+    return batch
 
 
 def mean_seconds(fn: Callable[[], object], steps: int, warmup: int = 1) -> float:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
@@ -56,6 +57,47 @@ def test_step_tiny(tmp_path):
         assert 0 < len(row["train_profile"]["by_scope"]) <= 3
         assert any(g["scope"] != "(no scope)" for g in row["train_profile"]["by_scope"])
     assert (tmp_path / "step.json").exists()
+
+
+def test_random_batch_packs_documents_as_the_pipeline_does():
+    from fwl_jax.timing import random_batch
+    batch = random_batch(2, 10, 50, documents=3)
+    np.testing.assert_array_equal(batch["segment_ids"][1], [1, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+    np.testing.assert_array_equal(batch["positions"][1], [0, 1, 2, 3, 0, 1, 2, 0, 1, 2])
+    assert batch["inputs"].shape == batch["targets"].shape == batch["weights"].shape == (2, 10)
+    assert (random_batch(2, 10, 50, documents=1)["segment_ids"] == 1).all()
+    unpacked = random_batch(2, 10, 50, documents=0)
+    assert unpacked["segment_ids"] is None
+    np.testing.assert_array_equal(unpacked["positions"][0], np.arange(10))
+    with pytest.raises(ValueError, match="documents"):
+        random_batch(2, 10, 50, documents=11)
+
+
+@pytest.mark.parametrize("script", ["step", "scaling"])
+def test_step_and_scaling_give_the_body_the_segment_ids_asked_for(script, monkeypatch):
+    """`--documents=0`: no segment ids reach the body's attention (its unmasked path);
+    `--documents=n`: segment ids do (the masked path, as train.py's batches take it)."""
+    import fwl_jax.models.transformer as transformer
+    seen = []
+    real = transformer.causal_attention
+
+    def spy(q, k, v, segment_ids, impl):
+        seen.append(segment_ids is None)
+        return real(q, k, v, segment_ids, impl)
+    monkeypatch.setattr(transformer, "causal_attention", spy)
+    extra = ["--variants=plain"] if script == "step" else ["--devices=1", "--layouts=data"]
+    for documents, unmasked in ((0, True), (2, False)):
+        argv = [f"{script}.py", "--config=configs/tiny.py", "--steps=1", "--warmup=1", f"--documents={documents}",
+                *extra]
+        monkeypatch.setattr("sys.argv", argv)
+        seen.clear()
+        report = _load(script).main(argv)
+        assert report["documents_per_row"] == documents
+        assert (False in seen) != unmasked  # (the parameters' initialisation traces the body without ids)
+    argv = [f"{script}.py", "--config=configs/tiny.py", "--documents=-1", *extra]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit, match="--documents must be"):
+        _load(script).main(argv)
 
 
 @pytest.mark.parametrize("precision", [["--dtype=float32"], ["--dtype=bfloat16", "--no-mixed_precision"]])
@@ -158,6 +200,7 @@ def test_attention_tiny():
     assert [row["segments"] for row in report["rows"]] == [1, 3]
     for row in report["rows"]:
         assert row["xla_ms"] > 0 and row["xla_max_diff"] == 0.0
+    assert report["no_segments_impl"] == "xla" and report["no_segments_ms"] > 0  # cudnn on a GPU
 
 
 def test_cached_attention_tiny():

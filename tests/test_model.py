@@ -187,14 +187,18 @@ def _jaxpr_matmul_flops(jaxpr):
     return total
 
 
-@pytest.mark.parametrize("enabled,meta", [(False, "full"), (True, "full"), (True, "first_order")])
-def test_head_only_flops_are_the_matmuls_of_the_head_alone(enabled, meta):
+@pytest.mark.parametrize("enabled,meta,method", [(False, "full", "auto"), (True, "full", "auto"),
+                                                 (True, "first_order", "auto"), (True, "full", "chunked"),
+                                                 (True, "first_order", "chunked")])
+def test_head_only_flops_are_the_matmuls_of_the_head_alone(enabled, meta, method):
     """`head_only`: the head's value and gradient (parameters and input) for fixed body
     outputs, as `bench/step.py` times it, against the matmuls of that function's program
     (counted in its jaxpr: XLA's CPU count would not do, since on the CPU XLA merges the slow
     logits the backward recomputes with the forward's, which the GPU keeps apart). Within 2%:
-    leaving out the recomputation (2 s V a token) would be 4% off here."""
-    fc = dataclasses.replace(fwl_ops.FWLConfig(size=64, vocab_size=512, inner_loss_scale=1 / 64), meta_gradient=meta)
+    leaving out the recomputation (2 s V a token) would be 4% off here, and counting the
+    chunk summaries' backward with `first_order` (whose keys and values are constants) 7%."""
+    fc = dataclasses.replace(fwl_ops.FWLConfig(size=64, vocab_size=512, inner_loss_scale=1 / 64), meta_gradient=meta,
+                             attention_method=method, chunk_size=16 if method == "chunked" else 0)
     cfg = ModelConfig(vocab_size=512, d_model=64, num_layers=2, num_heads=4, mlp_dim=256, max_len=64,
                       dtype="float32", fwl=fc, fwl_enabled=enabled)
     params = fwl_ops.init_params(jax.random.key(0), 64, fc)

@@ -21,7 +21,9 @@ Training is forward plus backward; every matmul's backward is two matmuls, so tr
 backward of the per-token gradient recomputes them chunk by chunk rather than keep a
 [B, T, V] float32 array (:mod:`fwl_jax.ops.unembed`). With ``meta_gradient="first_order"``
 the update's keys and values are constants, so the slow pass and the per-token gradients get
-no backward (1x) and the linear attention only the query's (2x).
+no backward (1x), and the linear attention only the queries' backward
+(:func:`fwl_jax.ops.linear_attention.query_backward_flops`: the forward's products again,
+without its chunk summaries or running state).
 
 ``head_only=True`` leaves the body out: the head's value and the gradients of its
 parameters and of its input (the body's output), as ``bench/step.py`` times the head alone.
@@ -37,7 +39,7 @@ import jax.numpy as jnp
 from fwl_jax.models.config import ModelConfig
 from fwl_jax.models.transformer import TransformerLM
 from fwl_jax.ops import fwl as fwl_ops
-from fwl_jax.ops.linear_attention import attention_flops, resolve
+from fwl_jax.ops.linear_attention import attention_flops, query_backward_flops, resolve
 
 
 def param_count(config: ModelConfig) -> int:
@@ -59,19 +61,26 @@ def flop_breakdown(config: ModelConfig, seq_len: int, batch_size: int = 1) -> di
         parts["fwl_gradients"] = 2.0 * (s * v + s * m)
         parts["fwl_fast"] = parts["head"]
         tokens = batch_size * seq_len
-        # As fwl_ops._fast_output calls it: the weight count, one prefix sum of the vector
-        # tensors side by side, and one linear attention per fast kernel.
-        vector_width = sum({"b1": m}.get(n, s) for n in fc.fast_update if n in fwl_ops.VECTOR_TENSORS)
-        terms = [(1, 1, True), (1, vector_width, vector_width > 0), (d, m, "W1" in fc.fast_update),
-                 (m, s, "W2" in fc.fast_update)]
-        for dk, dv, used in terms:
-            if used:
-                parts["fwl_attention"] += _attention_flops(batch_size, seq_len, dk, dv, fc) / tokens
+        for dk, dv in _fast_attention_shapes(config):
+            parts["fwl_attention"] += _attention_flops(batch_size, seq_len, dk, dv, fc) / tokens
     return parts
 
 
-def _attention_flops(batch, length, dk, dv, fc):
+def _fast_attention_shapes(config: ModelConfig) -> list[tuple[int, int]]:
+    """(Dk, Dv) of each linear attention of the fast pass, as `fwl_ops._fast_output` calls them:
+    the weight count, one prefix sum of the vector tensors side by side, one per fast kernel."""
+    fc = config.fwl
+    s, m = fc.size, fc.hidden
+    vector_width = sum({"b1": m}.get(n, s) for n in fc.fast_update if n in fwl_ops.VECTOR_TENSORS)
+    terms = [(1, 1, True), (1, vector_width, vector_width > 0), (config.d_model, m, "W1" in fc.fast_update),
+             (m, s, "W2" in fc.fast_update)]
+    return [(dk, dv) for dk, dv, used in terms if used]
+
+
+def _attention_flops(batch, length, dk, dv, fc, query_backward: bool = False):
     method, _, chunk = resolve(batch, length, dk, dv, fc.attention_method, fc.chunk_size)
+    if query_backward:
+        return query_backward_flops(method, batch, length, dk, dv, chunk or 1)
     return attention_flops(method, batch, length, dk, dv, chunk or 1, initial_state=False, final_state=False)
 
 
@@ -86,6 +95,9 @@ def flops_per_token(config: ModelConfig, seq_len: int, training: bool = True, ba
     if not training:
         return sum(p.values())
     if config.fwl_enabled and config.fwl.meta_gradient == "first_order":
-        return 3 * (p["body"] + p["fwl_fast"]) + p["head"] + p["fwl_gradients"] + 2 * p["fwl_attention"]
+        # The linear attentions' keys and values are constants: their backward is the queries'.
+        query_backward = sum(_attention_flops(batch_size, seq_len, dk, dv, config.fwl, query_backward=True)
+                             for dk, dv in _fast_attention_shapes(config)) / (batch_size * seq_len)
+        return 3 * (p["body"] + p["fwl_fast"]) + p["head"] + p["fwl_gradients"] + p["fwl_attention"] + query_backward
     recompute = 2.0 * config.fwl.size * config.fwl.vocab_size if config.fwl_enabled else 0.0
     return 3 * sum(p.values()) + recompute

@@ -135,6 +135,22 @@ def attention_flops(method: str, batch: int, length: int, dk: int, dv: int, chun
     raise ValueError(f"method must be one of {METHODS[:3]}, got {method!r}")
 
 
+def query_backward_flops(method: str, batch: int, length: int, dk: int, dv: int, chunk_size: int) -> float:
+    """Multiply-add FLOPs of the backward for the queries alone, with the keys, values and
+    initial state constants (the FWL's `first_order` meta-gradient): the forward's products
+    against the values and the states again (``dq = (g v^T masked) k + g S^T``), without the
+    forward's chunk summaries or running state, which need no gradient; no final state."""
+    b, t, c = batch, length, chunk_size
+    if method == "quadratic":
+        return 2.0 * b * t * t * (dk + dv)
+    if method == "chunked":
+        padded = -(-t // c) * c
+        return 2.0 * b * padded * c * (dk + dv) + 2.0 * b * padded * dk * dv
+    if method == "recurrent":
+        return 2.0 * b * t * dk * dv
+    raise ValueError(f"method must be one of {METHODS[:3]}, got {method!r}")
+
+
 def estimate_cost(method: str, batch: int, length: int, dk: int, dv: int, chunk_size: int,
                   chunk_combine: str = "associative") -> Cost:
     """Cost model behind ``method="auto"`` (float32 intermediates, 4 bytes an element).

@@ -137,8 +137,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
 
 def _loop(config, trainer, state, batches, checkpoints, writer, data, start) -> dict:
     train, rng = config.train, jax.random.key(config.train.seed)
-    flops = flops_per_token(trainer.model_config, config.data.seq_len, training=True,
-                            batch_size=config.train.batch_size)  # global: what the step traces
+    micro_batch = config.train.batch_size // config.train.grad_accum_steps  # global rows the step's model traces
+    flops = flops_per_token(trainer.model_config, config.data.seq_len, training=True, batch_size=micro_batch)
     peak = peak_tflops(config.log.peak_tflops)
     pending, last, window = None, {}, {"tokens": 0.0, "time": time.perf_counter()}
     scorer = WindowScorer(trainer.model, trainer.mesh, carry=config.eval.carry,

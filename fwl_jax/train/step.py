@@ -104,9 +104,10 @@ class Trainer:
                             shapes, self.state_shardings)
 
     def global_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        """This process's rows -> global arrays sharded over (data, fsdp)."""
-        return {k: jax.make_array_from_process_local_data(self.batch_sharding, local_batch[k])
-                for k in FIELDS}
+        """This process's rows -> global arrays sharded over (data, fsdp); a field given as None
+        (``segment_ids``: one document a row) stays None."""
+        return {k: None if local_batch[k] is None else
+                jax.make_array_from_process_local_data(self.batch_sharding, local_batch[k]) for k in FIELDS}
 
     def train_step(self, state: TrainState, batch, rng) -> tuple[TrainState, dict]:
         with self.context():
