@@ -8,8 +8,9 @@ layout (`--layouts`: `data` = mesh (n, 1, 1), parameters replicated, gradients a
 `fsdp_tp2` = mesh (1, n/2, 2), FSDP with tensor parallelism 2, for even n) the jit-compiled
 train step of `--config` runs on a global batch of n x `train.batch_size` random rows
 (`--documents` documents packed in each, with segment ids as `train.py`'s input pipeline
-passes them; 0: no segment ids, attention without a mask), timed over `--steps` after
-`--warmup`. Each row also gives the MFU (`flops_per_token` and
+passes them: 2 or more take the attention's masked path; 1 and 0 (no ids) the unmasked one,
+as `Trainer.global_batch` drops the ids of rows that are each one document), timed over
+`--steps` after `--warmup`. Each row also gives the MFU (`flops_per_token` and
 the device's peak, where known) and the compiled step's memory on one device as XLA plans it
 (arguments + outputs + temporaries - donated: the parameters' and optimizer state's shards,
 the batch's, the activations), so FSDP's saving shows (the allocator's process-wide peak would

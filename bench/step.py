@@ -3,16 +3,17 @@
 
 For each variant: one jit-compiled train step (loss, gradients, AdamW update) and one
 forward-only eval step on random tokens, timed over `--steps` after `--warmup`; tokens/s;
-MFU = flops_per_token x tokens/s / peak; XLA's temporary memory of the compiled step. The head alone: value and gradient of the
-mean cross-entropy for fixed body outputs, through `fwl_token_nll` / `slow_token_nll` (the
+MFU = flops_per_token x tokens/s / peak; XLA's temporary memory of the compiled step. The
+head alone: value and gradient of the mean cross-entropy for fixed body outputs, through `fwl_token_nll` / `slow_token_nll` (the
 chunked path training uses) and through whole logits (`fwl_logits` / `slow_logits` and
 optax's cross-entropy); "head FLOP x" is the ratio of the head's matmul FLOPs alone
 (`flops_per_token(..., head_only=True)`: what the chunked head's value and gradient compute).
 Ratios are to the plain model (or plain head) of the same run. `--documents=n` packs n
-documents in each row with segment ids, as `train.py`'s input pipeline always passes them
-(1, the default: a row inside one document), so the body's attention takes its masked path;
-`--documents=0` passes no segment ids (one document a row, attention without a mask: the step
-sessions 1 to 17 timed, and the form other codebases' MFU figures are usually taken in). Runs with train.py's XLA flags
+documents in each row with segment ids, as `train.py`'s input pipeline passes them, and the
+batch goes through `Trainer.global_batch` as `train.py`'s do: with n >= 2 the body's attention
+takes its masked path; n = 1 (the default: rows inside one document) and 0 (no segment ids)
+give the unmasked one, since `global_batch` drops the ids of a batch whose rows are each one
+document. Runs with train.py's XLA flags
 (`fwl_jax.train.distributed.TRAINING_FLAGS`; a flag set in `XLA_FLAGS` wins).
 
 Usage: python bench/step.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
@@ -70,8 +71,9 @@ def _variant(config, fwl_enabled: bool, meta_gradient: str):
 def model_row(config, steps: int, warmup: int, peak, profile: int = 0, documents: int = 1) -> dict:
     trainer = Trainer(config, make_mesh(devices=jax.devices()[:1]))
     state = trainer.init_state(0)
-    batch = random_batch(config.train.batch_size, config.data.seq_len, config.data.vocab_size, documents)
-    batch = {k: (None if v is None else jnp.asarray(v)) for k, v in batch.items()}
+    # As train.py makes it: segment ids dropped where every row is one document (Trainer.global_batch).
+    batch = trainer.global_batch(random_batch(config.train.batch_size, config.data.seq_len,
+                                              config.data.vocab_size, documents))
     tokens = batch["inputs"].size
     rng = jax.random.key(0)
     with trainer.context():

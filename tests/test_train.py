@@ -236,6 +236,26 @@ def test_gradient_accumulation_matches_one_batch(data_dir):
                  results[0][0], results[1][0])
 
 
+def test_global_batch_drops_the_segment_ids_of_one_document_rows(data_dir):
+    """Rows that are each inside one document need no attention mask: their ids become None,
+    for the same loss; a batch with any row of two documents keeps them."""
+    from fwl_jax.timing import random_batch
+    config = tiny_config(data_dir)
+    trainer = Trainer(config, make_mesh(devices=jax.devices()[:1]))
+    state = trainer.init_state(0)
+    one = random_batch(4, config.data.seq_len, config.data.vocab_size, documents=1)
+    one["segment_ids"] = np.full_like(one["segment_ids"], 7)
+    dropped = trainer.global_batch(one)
+    assert dropped["segment_ids"] is None
+    kept = {k: jax.numpy.asarray(v) for k, v in one.items()}
+    _, with_ids = trainer._train(state, kept, jax.random.key(0))
+    _, without = trainer._train(trainer.init_state(0), dropped, jax.random.key(0))
+    np.testing.assert_allclose(float(with_ids["loss"]), float(without["loss"]), rtol=1e-6)
+    packed = random_batch(4, config.data.seq_len, config.data.vocab_size, documents=1)
+    packed["segment_ids"][2, -5:] = 2  # one row ends with another document
+    np.testing.assert_array_equal(trainer.global_batch(packed)["segment_ids"], packed["segment_ids"])
+
+
 @pytest.mark.parametrize("name", ["tiny", "shakespeare_small", "books_base", "wt103", "bench_ref", "bench_1b"])
 def test_shipped_configs_are_valid(name):
     import importlib

@@ -104,8 +104,18 @@ class Trainer:
                             shapes, self.state_shardings)
 
     def global_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        """This process's rows -> global arrays sharded over (data, fsdp); a field given as None
-        (``segment_ids``: one document a row) stays None."""
+        """This process's rows -> global arrays sharded over (data, fsdp).
+
+        ``segment_ids`` become None when every row is inside one document (as the rows of a
+        dataset of books nearly all are): the same attention, without a mask, which cuDNN's
+        causal kernel runs 8% faster a step (plain model at bench_ref, H200; the masked path
+        is compiled too, for the batches that need it). With several processes the ids stay:
+        each sees only its own rows, and all must run the same program. A field given as None
+        stays None."""
+        local_batch = dict(local_batch)
+        ids = local_batch.get("segment_ids")
+        if ids is not None and jax.process_count() == 1 and bool(np.all(ids == ids[:, :1])):
+            local_batch["segment_ids"] = None
         return {k: None if local_batch[k] is None else
                 jax.make_array_from_process_local_data(self.batch_sharding, local_batch[k]) for k in FIELDS}
 
