@@ -4,8 +4,8 @@
 For each variant: one jit-compiled train step (loss, gradients, AdamW update) and one
 forward-only eval step on random tokens, timed over `--steps` after `--warmup`; tokens/s;
 MFU = flops_per_token x tokens/s / peak; XLA's temporary memory of the compiled step. The
-head alone: value and gradient of the mean cross-entropy for fixed body outputs, through `fwl_token_nll` / `slow_token_nll` (the
-chunked path training uses) and through whole logits (`fwl_logits` / `slow_logits` and
+head alone: value and gradient of the mean cross-entropy for fixed body outputs, through
+`fwl_token_nll` / `slow_token_nll` (the chunked path training uses) and through whole logits (`fwl_logits` / `slow_logits` and
 optax's cross-entropy); "head FLOP x" is the ratio of the head's matmul FLOPs alone
 (`flops_per_token(..., head_only=True)`: what the chunked head's value and gradient compute).
 Ratios are to the plain model (or plain head) of the same run. `--documents=n` packs n
