@@ -5,9 +5,10 @@ For each variant: one jit-compiled train step (loss, gradients, AdamW update) an
 forward-only eval step on random tokens, timed over `--steps` after `--warmup`; tokens/s;
 MFU = flops_per_token x tokens/s / peak; XLA's temporary memory of the compiled step. The
 head alone: value and gradient of the mean cross-entropy for fixed body outputs, through
-`fwl_token_nll` / `slow_token_nll` (the chunked path training uses) and through whole logits (`fwl_logits` / `slow_logits` and
-optax's cross-entropy); "head FLOP x" is the ratio of the head's matmul FLOPs alone
-(`flops_per_token(..., head_only=True)`: what the chunked head's value and gradient compute).
+`fwl_token_nll` / `slow_token_nll` (the chunked path training uses) and through whole
+logits (`fwl_logits` / `slow_logits` and optax's cross-entropy); "head FLOP x" is the ratio of
+the head's matmul FLOPs alone (`flops_per_token(..., head_only=True)`: what the chunked head's
+value and gradient compute).
 Ratios are to the plain model (or plain head) of the same run. `--documents=n` packs n
 documents in each row with segment ids, as `train.py`'s input pipeline passes them, and the
 batch goes through `Trainer.global_batch` as `train.py`'s do: with n >= 2 the body's attention
