@@ -6,12 +6,16 @@ The chunked method runs at each of `--chunk_sizes` with both combines (rows name
 `chunked/associative/C`); `auto`'s pick is timed too if it is not among them.
 Also times one bf16 `--matmul_size`^3 matmul, the rate the methods are compared with.
 
+Each time is the median of `--repeats` means of `--steps` calls, with the forward + backward
+times' spread ((max - min) / median): at the small shapes the methods are a few percent apart.
+
 Usage: python bench/linear_attention.py [--grid=B,T,Dk,Dv;...] [--dtype=bfloat16]
-           [--chunk_sizes=64,128,256,512,1024] [--steps=10] [--max_gib=40]
+           [--chunk_sizes=64,128,256,512,1024] [--steps=10] [--repeats=3] [--max_gib=40]
            [--matmul_size=8192] [--no-mixed_precision] [--json=PATH]
 """
 
 import argparse
+import statistics
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +26,7 @@ from fwl_jax.ops.linear_attention import (
     estimate_cost,
     resolve,
 )
-from fwl_jax.timing import mean_seconds, write_json
+from fwl_jax.timing import mean_seconds, repeated_seconds, write_json
 
 DEFAULT_GRID = "16,1024,768,3072;16,1024,3072,768;16,1024,1,5376;2,8192,768,3072;16,4096,64,64"
 METHODS = (("quadratic", "associative"), ("chunked", "associative"), ("chunked", "scan"),
@@ -53,7 +57,7 @@ def _callables(method: str, combine: str, chunk: int, mixed_precision: bool):
 
 
 def bench_shape(b, t, dk, dv, dtype, steps: int, chunk_sizes, max_gib: float,
-                mixed_precision: bool = True) -> dict:
+                mixed_precision: bool = True, repeats: int = 1) -> dict:
     keys = jax.random.split(jax.random.key(0), 3)
     q = jax.random.normal(keys[0], (b, t, dk), dtype) / dk ** 0.5
     k = jax.random.normal(keys[1], (b, t, dk), dtype)
@@ -73,13 +77,15 @@ def bench_shape(b, t, dk, dv, dtype, steps: int, chunk_sizes, max_gib: float,
         flops = attention_flops(method, b, t, dk, dv, chunk or 1, initial_state=False,
                                 final_state=False)
         try:
-            fwd = mean_seconds(lambda: forward(q, k, v), steps)
-            bwd = mean_seconds(lambda: backward(q, k, v), steps)
+            fwds = repeated_seconds(lambda: forward(q, k, v), steps, repeats=repeats)
+            bwds = repeated_seconds(lambda: backward(q, k, v), steps, repeats=repeats)
         except jax.errors.JaxRuntimeError as e:  # out of memory despite the estimate
             skipped[name] = str(e).splitlines()[0][:120]
             continue
+        fwd, bwd = statistics.median(fwds), statistics.median(bwds)
         rows[name] = {"forward_ms": 1e3 * fwd, "forward_tflops": flops / fwd / 1e12,
-                      "train_ms": 1e3 * bwd, "train_tflops": 3 * flops / bwd / 1e12}
+                      "train_ms": 1e3 * bwd, "train_tflops": 3 * flops / bwd / 1e12,
+                      "train_spread": (max(bwds) - min(bwds)) / bwd}
     auto = _name(*picked)
     best = min(rows, key=lambda n: rows[n]["train_ms"])
     return {"shape": [b, t, dk, dv], "auto": auto, "best": best, "methods": rows, "skipped": skipped,
@@ -99,6 +105,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--grid", default=DEFAULT_GRID)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="times are the median of this many means of --steps calls")
     parser.add_argument("--chunk_sizes", default="64,128,256,512,1024",
                         help="chunk sizes of the chunked rows")
     parser.add_argument("--max_gib", type=float, default=40.0,
@@ -112,20 +120,25 @@ def main(argv=None) -> dict:
     chunk_sizes = [int(c) for c in args.chunk_sizes.split(",") if c]
     if any(c < 1 for c in chunk_sizes):
         parser.error(f"--chunk_sizes must be positive, got {args.chunk_sizes}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
-              "dtype": args.dtype, "mixed_precision": args.mixed_precision, "matmul_tflops": matmul_tflops(args.matmul_size, jnp.dtype(args.dtype), args.steps),
+              "dtype": args.dtype, "mixed_precision": args.mixed_precision, "repeats": args.repeats,
+              "matmul_tflops": matmul_tflops(args.matmul_size, jnp.dtype(args.dtype), args.steps),
               "shapes": [
                   bench_shape(*shape, jnp.dtype(args.dtype), args.steps, chunk_sizes,
-                              args.max_gib, args.mixed_precision) for shape in shapes]}
+                              args.max_gib, args.mixed_precision, args.repeats) for shape in shapes]}
     print(f"{report['device']}, jax {report['jax']}, {args.dtype} (mixed_precision "
           f"{args.mixed_precision}); {args.matmul_size}^3 matmul: "
           f"{report['matmul_tflops']:.0f} TFLOP/s")
-    print("B,T,Dk,Dv | method | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | auto")
+    print(f"times: median of {args.repeats} means of {args.steps} calls; spread: (max - min) / median")
+    print("B,T,Dk,Dv | method | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | spread | auto")
     for entry in report["shapes"]:
         for name, r in entry["methods"].items():
             mark = ("auto" if name == entry["auto"] else "") + (" best" if name == entry["best"] else "")
             print(f"{','.join(map(str, entry['shape']))} | {name} | {r['forward_ms']:.3f} | "
-                  f"{r['forward_tflops']:.1f} | {r['train_ms']:.3f} | {r['train_tflops']:.1f} | {mark}")
+                  f"{r['forward_tflops']:.1f} | {r['train_ms']:.3f} | {r['train_tflops']:.1f} | "
+                  f"{r['train_spread']:.0%} | {mark}")
         for name, why in entry["skipped"].items():
             print(f"{','.join(map(str, entry['shape']))} | {name} | skipped: {why}")
         print(f"{','.join(map(str, entry['shape']))} | auto ({entry['auto']}) / best ({entry['best']}): "

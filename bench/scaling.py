@@ -69,7 +69,8 @@ def throughput(config, layout: str, n: int, steps: int, warmup: int, documents: 
         micro_batch = rows // config.train.grad_accum_steps  # the global rows the model traces
         flops = flops_per_token(trainer.model_config, config.data.seq_len, batch_size=micro_batch)
         row["mfu"] = flops * row["tokens_per_s_per_device"] / (peak * 1e12)
-    analysis = trainer._train.lower(state, batch, rng).compile().memory_analysis()
+    with trainer.context():  # the timed step's program: its sharding rules too (cuDNN's partitioner needs them)
+        analysis = trainer._train.lower(box[0], batch, rng).compile().memory_analysis()
     if analysis is not None:  # one device's, as XLA plans it
         row["gib_per_device"] = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
                                  + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes) / 2**30

@@ -45,6 +45,14 @@ def mean_seconds(fn: Callable[[], object], steps: int, warmup: int = 1) -> float
     return (time.perf_counter() - start) / steps
 
 
+def repeated_seconds(fn: Callable[[], object], steps: int, warmup: int = 1, repeats: int = 1) -> list[float]:
+    """``repeats`` means of ``steps`` calls each (`mean_seconds`), after one set of ``warmup``
+    untimed calls: their spread says how far one mean can be trusted."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    return [mean_seconds(fn, steps, warmup if i == 0 else 0) for i in range(repeats)]
+
+
 def write_json(report: dict, path: str | None) -> None:
     """Writes ``report`` to ``path`` (nothing when path is None or empty)."""
     if path:

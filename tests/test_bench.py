@@ -59,6 +59,15 @@ def test_step_tiny(tmp_path):
     assert (tmp_path / "step.json").exists()
 
 
+def test_repeated_seconds_gives_one_mean_a_repeat():
+    from fwl_jax.timing import repeated_seconds
+    calls = []
+    times = repeated_seconds(lambda: calls.append(1), steps=3, warmup=2, repeats=4)
+    assert len(times) == 4 and all(t >= 0 for t in times) and len(calls) == 2 + 4 * 3
+    with pytest.raises(ValueError, match="repeats"):
+        repeated_seconds(lambda: None, steps=1, repeats=0)
+
+
 def test_random_batch_packs_documents_as_the_pipeline_does():
     from fwl_jax.timing import random_batch
     batch = random_batch(2, 10, 50, documents=3)
@@ -102,8 +111,8 @@ def test_step_and_scaling_give_the_body_the_segment_ids_asked_for(script, monkey
 
 @pytest.mark.parametrize("precision", [["--dtype=float32"], ["--dtype=bfloat16", "--no-mixed_precision"]])
 def test_linear_attention_tiny(precision):
-    report = _load("linear_attention").main(["--grid=2,40,8,16", "--steps=1", "--chunk_sizes=8,16,64",
-                                             "--matmul_size=64", *precision])
+    report = _load("linear_attention").main(["--grid=2,40,8,16", "--steps=1", "--repeats=2",
+                                             "--chunk_sizes=8,16,64", "--matmul_size=64", *precision])
     assert report["matmul_tflops"] > 0
     assert report["mixed_precision"] == ("--no-mixed_precision" not in precision)
     (entry,) = report["shapes"]
@@ -113,6 +122,7 @@ def test_linear_attention_tiny(precision):
     assert entry["auto"] in entry["methods"] and entry["auto_vs_best"] >= 1.0
     assert entry["auto_vs_best"] == (entry["methods"][entry["auto"]]["train_ms"]
                                      / entry["methods"][entry["best"]]["train_ms"])
+    assert report["repeats"] == 2 and all(row["train_spread"] >= 0 for row in entry["methods"].values())
 
 
 @pytest.mark.parametrize("method,chunk", [("quadratic", 1), ("chunked", 16)])

@@ -117,8 +117,7 @@ class Attention(nn.Module):
             index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
             positions = jnp.broadcast_to(index.value + jnp.arange(x.shape[1]), x.shape[:2])
         q, k = apply_rope(q, positions, cfg.rope_base), apply_rope(k, positions, cfg.rope_base)
-        # cuDNN's partitioner needs q, k and v sharded alike: unconstrained, GSPMD gave k and v
-        # other shardings than q under FSDP with a segment mask (bench/scaling.py, session 18).
+        # cuDNN's partitioner refuses q, k and v sharded differently: all three are pinned.
         q, k, v = (nn.with_logical_constraint(x, ("batch", "length", "act_heads", "kv")) for x in (q, k, v))
         if self.decode:
             k, v, mask = self._update_cache(k, v, positions, index)
