@@ -2,7 +2,8 @@
 (`first_order`), and of the head alone, side by side on one device.
 
 For each variant: one jit-compiled train step (loss, gradients, AdamW update) and one
-forward-only eval step on random tokens, timed over `--steps` after `--warmup`; tokens/s;
+forward-only eval step on random tokens, timed over `--steps` after `--warmup` (each time the
+median of `--repeats` such means, with their spread); tokens/s;
 MFU = flops_per_token x tokens/s / peak; XLA's temporary memory of the compiled step. The
 head alone: value and gradient of the mean cross-entropy for fixed body outputs, through
 `fwl_token_nll` / `slow_token_nll` (the chunked path training uses) and through whole
@@ -18,12 +19,13 @@ document. Runs with train.py's XLA flags
 (`fwl_jax.train.distributed.TRAINING_FLAGS`; a flag set in `XLA_FLAGS` wins).
 
 Usage: python bench/step.py --config=configs/bench_ref.py [--config.FIELD=VALUE ...]
-           [--steps=10] [--warmup=2] [--variants=plain,fwl_full,fwl_first_order] [--documents=1]
+           [--steps=10] [--warmup=2] [--repeats=3] [--variants=plain,fwl_full,fwl_first_order] [--documents=1]
            [--profile=N] [--json=PATH]
 (On a GPU, profile with XLA_FLAGS=--xla_gpu_enable_command_buffer= so that the trace names
 each kernel.)
 """
 
+import statistics
 import sys
 
 import jax
@@ -34,7 +36,7 @@ from absl import flags
 from fwl_jax.cli import parse_config_flags
 from fwl_jax.models import TransformerLM, flops_per_token, make_mesh
 from fwl_jax.ops import fwl as fwl_ops
-from fwl_jax.timing import mean_seconds, op_profile, print_op_profile, random_batch, write_json
+from fwl_jax.timing import op_profile, print_op_profile, random_batch, repeated_seconds, write_json
 from fwl_jax.train.config import model_config
 from fwl_jax.train.distributed import TRAINING_FLAGS, add_xla_flags
 from fwl_jax.train.metrics import peak_tflops
@@ -47,6 +49,8 @@ VARIANTS = {"plain": (False, "full"), "fwl_full": (True, "full"),
 def _extra(values):
     flags.DEFINE_integer("steps", 10, "timed steps", flag_values=values)
     flags.DEFINE_integer("warmup", 2, "untimed steps (compilation)", flag_values=values)
+    flags.DEFINE_integer("repeats", 3, "each time is the median of this many means of --steps calls",
+                         flag_values=values)
     flags.DEFINE_list("variants", list(VARIANTS), "variants to run (plain is always run: the ratios' base)",
                       flag_values=values)
     flags.DEFINE_integer("documents", 1, "documents packed in each row, with segment ids (0: none, no mask)",
@@ -69,7 +73,15 @@ def _variant(config, fwl_enabled: bool, meta_gradient: str):
     return c
 
 
-def model_row(config, steps: int, warmup: int, peak, profile: int = 0, documents: int = 1) -> dict:
+def _median_ms(fn, steps: int, warmup: int, repeats: int) -> tuple[float, float]:
+    """(median of `repeats` means of `steps` calls in ms, their spread: (max - min) / median)."""
+    times = repeated_seconds(fn, steps, warmup, repeats)
+    median = statistics.median(times)
+    return 1e3 * median, (max(times) - min(times)) / median
+
+
+def model_row(config, steps: int, warmup: int, peak, profile: int = 0, documents: int = 1,
+              repeats: int = 1) -> dict:
     trainer = Trainer(config, make_mesh(devices=jax.devices()[:1]))
     state = trainer.init_state(0)
     # As train.py makes it: segment ids dropped where every row is one document (Trainer.global_batch).
@@ -87,19 +99,21 @@ def model_row(config, steps: int, warmup: int, peak, profile: int = 0, documents
         def train():
             box[0], metrics = trainer._train(box[0], batch, rng)
             return metrics["loss"]
-        train_s = mean_seconds(train, steps, warmup)
+        train_ms, train_spread = _median_ms(train, steps, warmup, repeats)
+        train_s = train_ms / 1e3
         train_profile = op_profile(train, profile, (compiled.as_text(),)) if profile else None
         forward = jax.jit(lambda p, b: trainer.model.apply(
             {"params": p}, b["inputs"], targets=b["targets"],
             weights=b["weights"].astype(jnp.float32), segment_ids=b["segment_ids"], positions=b["positions"],
             method=TransformerLM.token_nll)[0].sum())
-        eval_s = mean_seconds(lambda: forward(box[0].params, batch), steps, warmup)
+        eval_ms, eval_spread = _median_ms(lambda: forward(box[0].params, batch), steps, warmup, repeats)
+        eval_s = eval_ms / 1e3
     cfg = trainer.model_config
     # The FWL's linear attention method depends on the rows traced: the train step's micro-batch.
     rows = config.train.batch_size // config.train.grad_accum_steps
     flops = flops_per_token(cfg, config.data.seq_len, training=True, batch_size=rows)
-    row = {"train_ms": 1e3 * train_s, "eval_ms": 1e3 * eval_s, "tokens_per_s": tokens / train_s,
-           "eval_tokens_per_s": tokens / eval_s, "train_flops_per_token": flops,
+    row = {"train_ms": train_ms, "train_spread": train_spread, "eval_ms": eval_ms, "eval_spread": eval_spread,
+           "tokens_per_s": tokens / train_s, "eval_tokens_per_s": tokens / eval_s, "train_flops_per_token": flops,
            "eval_flops_per_token": flops_per_token(cfg, config.data.seq_len, training=False,
                                                    batch_size=config.train.batch_size),
            "temp_gib": train_temp}
@@ -110,7 +124,7 @@ def model_row(config, steps: int, warmup: int, peak, profile: int = 0, documents
     return row
 
 
-def head_row(config, steps: int, warmup: int) -> dict:
+def head_row(config, steps: int, warmup: int, repeats: int = 1) -> dict:
     """The head alone, value and gradient of the mean token loss for fixed body outputs:
     `head_*` through `token_nll` (what training uses), `head_logits_*` through whole [B, T, V]
     logits and optax's cross-entropy (what a plain JAX head does); `head_flops_per_token`, the
@@ -139,8 +153,8 @@ def head_row(config, steps: int, warmup: int) -> dict:
     row = {"head_flops_per_token": flops_per_token(cfg, t, training=True, batch_size=b, head_only=True)}
     for prefix, loss in (("head", nll_loss), ("head_logits", logits_loss)):
         step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
-        seconds = mean_seconds(lambda: step(params, h, targets, weights), steps, warmup)
-        row[f"{prefix}_ms"] = 1e3 * seconds
+        row[f"{prefix}_ms"], row[f"{prefix}_spread"] = _median_ms(
+            lambda: step(params, h, targets, weights), steps, warmup, repeats)
         row[f"{prefix}_temp_gib"] = _temp_gib(step.lower(params, h, targets, weights).compile())
     return row
 
@@ -151,6 +165,8 @@ def main(argv=None) -> dict:
     if not 0 <= values.documents <= values.config.data.seq_len:
         raise SystemExit(f"error: --documents must be 0 (no segment ids) or 1..data.seq_len "
                          f"({values.config.data.seq_len}), got {values.documents}")
+    if values.repeats < 1:
+        raise SystemExit(f"error: --repeats must be >= 1, got {values.repeats}")
     config, steps, warmup = values.config, values.steps, values.warmup
     peak = peak_tflops(config.log.peak_tflops)
     table = {}
@@ -160,8 +176,8 @@ def main(argv=None) -> dict:
     for name in ["plain"] + [v for v in values.variants if v != "plain"]:
         fwl_enabled, meta = VARIANTS[name]
         variant = _variant(config, fwl_enabled, meta)
-        table[name] = {**model_row(variant, steps, warmup, peak, values.profile, values.documents),
-                       **head_row(variant, steps, warmup)}
+        table[name] = {**model_row(variant, steps, warmup, peak, values.profile, values.documents, values.repeats),
+                       **head_row(variant, steps, warmup, values.repeats)}
         if values.profile:
             print_op_profile(table[name]["train_profile"], f"{name} train step")
     plain = table["plain"]
@@ -178,7 +194,7 @@ def main(argv=None) -> dict:
         row["head_logits_temp_vs_plain"] = row["head_logits_temp_gib"] / max(plain["head_logits_temp_gib"], 1e-12)
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
               "batch_size": config.train.batch_size, "seq_len": config.data.seq_len,
-              "documents_per_row": values.documents, "peak_tflops": peak, "rows": table}
+              "documents_per_row": values.documents, "repeats": values.repeats, "peak_tflops": peak, "rows": table}
     _print(report)
     write_json(report, values.json)
     return report
@@ -188,13 +204,14 @@ def _print(report: dict) -> None:
     documents = report["documents_per_row"]
     print(f"{report['device']}, jax {report['jax']}, batch {report['batch_size']}, T {report['seq_len']}, "
           + (f"{documents} document(s) a row with segment ids" if documents else "no segment ids"))
-    header = ("variant", "train ms", "x plain", "FLOP x", "MFU", "temp GiB", "x plain",
+    print(f"times: median of {report['repeats']} means; spread: (max - min) / median of the train step's")
+    header = ("variant", "train ms", "spread", "x plain", "FLOP x", "MFU", "temp GiB", "x plain",
               "eval ms", "x plain", "head ms", "x plain", "head FLOP x", "head GiB", "x plain",
               "logits-head ms", "x plain", "logits-head GiB", "x plain")
     print(" | ".join(header))
     for name, r in report["rows"].items():
         mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
-        print(" | ".join([name, f"{r['train_ms']:.2f}", f"{r['time_vs_plain']:.2f}",
+        print(" | ".join([name, f"{r['train_ms']:.2f}", f"{r['train_spread']:.1%}", f"{r['time_vs_plain']:.2f}",
                           f"{r['flops_vs_plain']:.2f}", mfu, f"{r['temp_gib']:.3f}",
                           f"{r['temp_vs_plain']:.2f}", f"{r['eval_ms']:.2f}",
                           f"{r['eval_time_vs_plain']:.2f}", f"{r['head_ms']:.2f}",

@@ -41,10 +41,10 @@ def test_data_pipeline_tiny(tmp_path):
 
 
 def test_step_tiny(tmp_path):
-    report = _load("step").main(["step.py", "--config=configs/tiny.py", "--steps=1",
+    report = _load("step").main(["step.py", "--config=configs/tiny.py", "--steps=1", "--repeats=2",
                                  "--warmup=1", "--profile=3", f"--json={tmp_path}/step.json"])
     rows = report["rows"]
-    assert set(rows) == {"plain", "fwl_full", "fwl_first_order"}
+    assert set(rows) == {"plain", "fwl_full", "fwl_first_order"} and report["repeats"] == 2
     assert rows["plain"]["time_vs_plain"] == 1.0 and rows["plain"]["flops_vs_plain"] == 1.0
     assert rows["fwl_full"]["flops_vs_plain"] > rows["fwl_first_order"]["flops_vs_plain"] > 1.0
     # the FWL adds relatively more to the head alone than to the whole step
@@ -52,6 +52,7 @@ def test_step_tiny(tmp_path):
     for row in rows.values():
         assert row["train_ms"] > 0 and row["head_ms"] > 0 and row["temp_gib"] > 0
         assert row["time_vs_plain"] == row["train_ms"] / rows["plain"]["train_ms"]
+        assert min(row["train_spread"], row["eval_spread"], row["head_spread"]) >= 0
         assert 0 < len(row["train_profile"]["ops"]) <= 3
         # the traced ops are the compiled step's: their scopes are found (module paths summed)
         assert 0 < len(row["train_profile"]["by_scope"]) <= 3
