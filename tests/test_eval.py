@@ -464,6 +464,7 @@ def test_mean_squared_gradients_are_per_segment(fwl_enabled):
     batch["weights"][2, L - 2:] = 0  # row 2 takes segment 0: still counted
     other = {k: v.copy() for k, v in batch.items()}
     other["weights"][0, L // 2:] = 0  # row 3 overall takes segment 1, now empty: skipped
+    other["segment_ids"] = None  # as Trainer.global_batch gives rows that are each one document
     got = mean_squared_gradients(model, params, "head", [batch, other], segment_len=seg)
     squares, count = None, 0
     for b_index, b in enumerate((batch, other)):

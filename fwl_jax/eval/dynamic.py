@@ -164,7 +164,8 @@ def mean_squared_gradients(model: TransformerLM, params: dict, part: str, batche
             def loss(selected):
                 ce, _ = model.apply({"params": merge_params(selected, rest, part)},
                                     row["inputs"][None], targets=row["targets"][None], weights=weights[None],
-                                    segment_ids=row["segment_ids"][None], positions=row["positions"][None],
+                                    segment_ids=row["segment_ids"][None] if "segment_ids" in row else None,
+                                    positions=row["positions"][None],
                                     method=TransformerLM.token_nll)
                 return jnp.sum(ce[0] * in_loss) / jnp.maximum(jnp.sum(in_loss), 1.0)
             used = (jnp.sum(in_loss) > 0).astype(jnp.float32)
@@ -180,7 +181,8 @@ def mean_squared_gradients(model: TransformerLM, params: dict, part: str, batche
 
     total, count, first_row = None, 0.0, 0
     for batch in batches:
-        sq, used = squared(selected, {k: jnp.asarray(batch[k]) for k in FIELDS}, first_row)
+        # (segment ids may be None: Trainer.global_batch drops those of single-document rows)
+        sq, used = squared(selected, {k: jnp.asarray(batch[k]) for k in FIELDS if batch[k] is not None}, first_row)
         first_row += batch["inputs"].shape[0]
         total = sq if total is None else jax.tree.map(jnp.add, total, sq)
         count += float(used)
