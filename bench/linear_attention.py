@@ -85,7 +85,7 @@ def bench_shape(b, t, dk, dv, dtype, steps: int, chunk_sizes, max_gib: float,
         fwd, bwd = statistics.median(fwds), statistics.median(bwds)
         rows[name] = {"forward_ms": 1e3 * fwd, "forward_tflops": flops / fwd / 1e12,
                       "train_ms": 1e3 * bwd, "train_tflops": 3 * flops / bwd / 1e12,
-                      "train_spread": (max(bwds) - min(bwds)) / bwd}
+                      "train_spread": (max(bwds) - min(bwds)) / bwd, "train_means_ms": [1e3 * x for x in bwds]}
     auto = _name(*picked)
     best = min(rows, key=lambda n: rows[n]["train_ms"])
     return {"shape": [b, t, dk, dv], "auto": auto, "best": best, "methods": rows, "skipped": skipped,

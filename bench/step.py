@@ -73,11 +73,12 @@ def _variant(config, fwl_enabled: bool, meta_gradient: str):
     return c
 
 
-def _median_ms(fn, steps: int, warmup: int, repeats: int) -> tuple[float, float]:
-    """(median of `repeats` means of `steps` calls in ms, their spread: (max - min) / median)."""
+def _median_ms(fn, steps: int, warmup: int, repeats: int) -> tuple[float, float, list[float]]:
+    """(median of `repeats` means of `steps` calls in ms, their spread: (max - min) / median,
+    the means in ms in the order they ran)."""
     times = repeated_seconds(fn, steps, warmup, repeats)
     median = statistics.median(times)
-    return 1e3 * median, (max(times) - min(times)) / median
+    return 1e3 * median, (max(times) - min(times)) / median, [1e3 * t for t in times]
 
 
 def model_row(config, steps: int, warmup: int, peak, profile: int = 0, documents: int = 1,
@@ -99,20 +100,21 @@ def model_row(config, steps: int, warmup: int, peak, profile: int = 0, documents
         def train():
             box[0], metrics = trainer._train(box[0], batch, rng)
             return metrics["loss"]
-        train_ms, train_spread = _median_ms(train, steps, warmup, repeats)
+        train_ms, train_spread, train_means = _median_ms(train, steps, warmup, repeats)
         train_s = train_ms / 1e3
         train_profile = op_profile(train, profile, (compiled.as_text(),)) if profile else None
         forward = jax.jit(lambda p, b: trainer.model.apply(
             {"params": p}, b["inputs"], targets=b["targets"],
             weights=b["weights"].astype(jnp.float32), segment_ids=b["segment_ids"], positions=b["positions"],
             method=TransformerLM.token_nll)[0].sum())
-        eval_ms, eval_spread = _median_ms(lambda: forward(box[0].params, batch), steps, warmup, repeats)
+        eval_ms, eval_spread, eval_means = _median_ms(lambda: forward(box[0].params, batch), steps, warmup, repeats)
         eval_s = eval_ms / 1e3
     cfg = trainer.model_config
     # The FWL's linear attention method depends on the rows traced: the train step's micro-batch.
     rows = config.train.batch_size // config.train.grad_accum_steps
     flops = flops_per_token(cfg, config.data.seq_len, training=True, batch_size=rows)
-    row = {"train_ms": train_ms, "train_spread": train_spread, "eval_ms": eval_ms, "eval_spread": eval_spread,
+    row = {"train_ms": train_ms, "train_spread": train_spread, "train_means_ms": train_means,
+           "eval_ms": eval_ms, "eval_spread": eval_spread, "eval_means_ms": eval_means,
            "tokens_per_s": tokens / train_s, "eval_tokens_per_s": tokens / eval_s, "train_flops_per_token": flops,
            "eval_flops_per_token": flops_per_token(cfg, config.data.seq_len, training=False,
                                                    batch_size=config.train.batch_size),
@@ -153,7 +155,7 @@ def head_row(config, steps: int, warmup: int, repeats: int = 1) -> dict:
     row = {"head_flops_per_token": flops_per_token(cfg, t, training=True, batch_size=b, head_only=True)}
     for prefix, loss in (("head", nll_loss), ("head_logits", logits_loss)):
         step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
-        row[f"{prefix}_ms"], row[f"{prefix}_spread"] = _median_ms(
+        row[f"{prefix}_ms"], row[f"{prefix}_spread"], row[f"{prefix}_means_ms"] = _median_ms(
             lambda: step(params, h, targets, weights), steps, warmup, repeats)
         row[f"{prefix}_temp_gib"] = _temp_gib(step.lower(params, h, targets, weights).compile())
     return row

@@ -53,6 +53,10 @@ def test_step_tiny(tmp_path):
         assert row["train_ms"] > 0 and row["head_ms"] > 0 and row["temp_gib"] > 0
         assert row["time_vs_plain"] == row["train_ms"] / rows["plain"]["train_ms"]
         assert min(row["train_spread"], row["eval_spread"], row["head_spread"]) >= 0
+        # the spread is that of the means recorded, one per repeat
+        means = row["train_means_ms"]
+        assert len(means) == 2 and len(row["head_means_ms"]) == 2 and len(row["eval_means_ms"]) == 2
+        assert row["train_spread"] == pytest.approx((max(means) - min(means)) / row["train_ms"])
         assert 0 < len(row["train_profile"]["ops"]) <= 3
         # the traced ops are the compiled step's: their scopes are found (module paths summed)
         assert 0 < len(row["train_profile"]["by_scope"]) <= 3
@@ -124,6 +128,7 @@ def test_linear_attention_tiny(precision):
     assert entry["auto_vs_best"] == (entry["methods"][entry["auto"]]["train_ms"]
                                      / entry["methods"][entry["best"]]["train_ms"])
     assert report["repeats"] == 2 and all(row["train_spread"] >= 0 for row in entry["methods"].values())
+    assert all(len(row["train_means_ms"]) == 2 for row in entry["methods"].values())
 
 
 @pytest.mark.parametrize("method,chunk", [("quadratic", 1), ("chunked", 16)])
