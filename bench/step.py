@@ -36,7 +36,7 @@ from absl import flags
 from fwl_jax.cli import parse_config_flags
 from fwl_jax.models import TransformerLM, flops_per_token, make_mesh
 from fwl_jax.ops import fwl as fwl_ops
-from fwl_jax.timing import op_profile, print_op_profile, random_batch, repeated_seconds, write_json
+from fwl_jax.timing import gpu_state, op_profile, print_op_profile, random_batch, repeated_seconds, write_json
 from fwl_jax.train.config import model_config
 from fwl_jax.train.distributed import TRAINING_FLAGS, add_xla_flags
 from fwl_jax.train.metrics import peak_tflops
@@ -73,10 +73,17 @@ def _variant(config, fwl_enabled: bool, meta_gradient: str):
     return c
 
 
-def _median_ms(fn, steps: int, warmup: int, repeats: int) -> tuple[float, float, list[float]]:
+def _median_ms(fn, steps: int, warmup: int, repeats: int,
+               gpu: list | None = None) -> tuple[float, float, list[float]]:
     """(median of `repeats` means of `steps` calls in ms, their spread: (max - min) / median,
-    the means in ms in the order they ran)."""
-    times = repeated_seconds(fn, steps, warmup, repeats)
+    the means in ms in the order they ran). With a list `gpu`: the GPU's clocks, temperature
+    and power after each mean are appended to it (`gpu_state`; nothing without nvidia-smi), to
+    tell whether the card slows down as it runs."""
+    def sample():
+        state = gpu_state()
+        if state is not None:
+            gpu.append(state)
+    times = repeated_seconds(fn, steps, warmup, repeats, after=None if gpu is None else sample)
     median = statistics.median(times)
     return 1e3 * median, (max(times) - min(times)) / median, [1e3 * t for t in times]
 
@@ -100,7 +107,8 @@ def model_row(config, steps: int, warmup: int, peak, profile: int = 0, documents
         def train():
             box[0], metrics = trainer._train(box[0], batch, rng)
             return metrics["loss"]
-        train_ms, train_spread, train_means = _median_ms(train, steps, warmup, repeats)
+        train_gpu = []
+        train_ms, train_spread, train_means = _median_ms(train, steps, warmup, repeats, train_gpu)
         train_s = train_ms / 1e3
         train_profile = op_profile(train, profile, (compiled.as_text(),)) if profile else None
         forward = jax.jit(lambda p, b: trainer.model.apply(
@@ -113,7 +121,7 @@ def model_row(config, steps: int, warmup: int, peak, profile: int = 0, documents
     # The FWL's linear attention method depends on the rows traced: the train step's micro-batch.
     rows = config.train.batch_size // config.train.grad_accum_steps
     flops = flops_per_token(cfg, config.data.seq_len, training=True, batch_size=rows)
-    row = {"train_ms": train_ms, "train_spread": train_spread, "train_means_ms": train_means,
+    row = {"train_ms": train_ms, "train_spread": train_spread, "train_means_ms": train_means, "train_gpu": train_gpu,
            "eval_ms": eval_ms, "eval_spread": eval_spread, "eval_means_ms": eval_means,
            "tokens_per_s": tokens / train_s, "eval_tokens_per_s": tokens / eval_s, "train_flops_per_token": flops,
            "eval_flops_per_token": flops_per_token(cfg, config.data.seq_len, training=False,
@@ -222,6 +230,11 @@ def _print(report: dict) -> None:
                           f"{r['head_temp_vs_plain']:.2f}", f"{r['head_logits_ms']:.2f}",
                           f"{r['head_logits_time_vs_plain']:.2f}", f"{r['head_logits_temp_gib']:.3f}",
                           f"{r['head_logits_temp_vs_plain']:.2f}"]))
+    for name, r in report["rows"].items():
+        if r["train_gpu"]:
+            print(f"{name}: after each train mean, SM MHz, C, W:", ", ".join(
+                "/".join(str(g.get(f, "?")) for f in ("clocks.sm", "temperature.gpu", "power.draw"))
+                for g in r["train_gpu"]))
 
 
 if __name__ == "__main__":

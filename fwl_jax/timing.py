@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import time
 from typing import Callable
 
@@ -45,12 +47,48 @@ def mean_seconds(fn: Callable[[], object], steps: int, warmup: int = 1) -> float
     return (time.perf_counter() - start) / steps
 
 
-def repeated_seconds(fn: Callable[[], object], steps: int, warmup: int = 1, repeats: int = 1) -> list[float]:
+def repeated_seconds(fn: Callable[[], object], steps: int, warmup: int = 1, repeats: int = 1,
+                     after: Callable[[], object] | None = None) -> list[float]:
     """``repeats`` means of ``steps`` calls each (`mean_seconds`), after one set of ``warmup``
-    untimed calls: their spread says how far one mean can be trusted."""
+    untimed calls: their spread says how far one mean can be trusted. ``after``, if given, is
+    called after each mean (e.g. to read the GPU's clocks: `gpu_state`)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    return [mean_seconds(fn, steps, warmup if i == 0 else 0) for i in range(repeats)]
+    times = []
+    for i in range(repeats):
+        times.append(mean_seconds(fn, steps, warmup if i == 0 else 0))
+        if after is not None:
+            after()
+    return times
+
+
+# What `gpu_state` reads, as nvidia-smi names it; the last is left out where the driver lacks it.
+GPU_STATE_FIELDS = ("clocks.sm", "clocks.mem", "temperature.gpu", "power.draw", "clocks_throttle_reasons.active")
+
+
+def gpu_state() -> dict | None:
+    """The SM and memory clocks (MHz), temperature (C), power draw (W) and active clock-throttle
+    reasons (nvidia-smi's bit mask, "0x...0": none) of the GPU this process runs on, read with
+    ``nvidia-smi``: the first of ``CUDA_VISIBLE_DEVICES``, else GPU 0, in nvidia-smi's
+    numbering. None where nvidia-smi is missing or fails (a CPU run)."""
+    index = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0]
+    for fields in (GPU_STATE_FIELDS, GPU_STATE_FIELDS[:-1]):
+        try:
+            done = subprocess.run(["nvidia-smi", f"--id={index}", f"--query-gpu={','.join(fields)}",
+                                   "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if done.returncode == 0 and done.stdout.strip():
+            values = [v.strip() for v in done.stdout.strip().splitlines()[0].split(",")]
+            return {f: _number(v) for f, v in zip(fields, values)}
+    return None
+
+
+def _number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def write_json(report: dict, path: str | None) -> None:

@@ -57,6 +57,7 @@ def test_step_tiny(tmp_path):
         means = row["train_means_ms"]
         assert len(means) == 2 and len(row["head_means_ms"]) == 2 and len(row["eval_means_ms"]) == 2
         assert row["train_spread"] == pytest.approx((max(means) - min(means)) / row["train_ms"])
+        assert row["train_gpu"] == []  # no nvidia-smi on the CPU
         assert 0 < len(row["train_profile"]["ops"]) <= 3
         # the traced ops are the compiled step's: their scopes are found (module paths summed)
         assert 0 < len(row["train_profile"]["by_scope"]) <= 3
@@ -71,6 +72,34 @@ def test_repeated_seconds_gives_one_mean_a_repeat():
     assert len(times) == 4 and all(t >= 0 for t in times) and len(calls) == 2 + 4 * 3
     with pytest.raises(ValueError, match="repeats"):
         repeated_seconds(lambda: None, steps=1, repeats=0)
+    # `after` runs once after each mean, after that mean's calls
+    events = []
+    repeated_seconds(lambda: events.append("call"), steps=2, warmup=1, repeats=3, after=lambda: events.append("after"))
+    assert events == ["call"] * 3 + ["after"] + (["call"] * 2 + ["after"]) * 2
+
+
+def test_gpu_state_reads_nvidia_smi_and_is_none_without_it(monkeypatch):
+    import subprocess
+
+    from fwl_jax import timing
+    asked = []
+
+    def fake_run(args, **kwargs):
+        asked.append(args)
+        fields = args[2].split("=")[1].split(",")
+        if "clocks_throttle_reasons.active" in fields:  # a driver without that field
+            return subprocess.CompletedProcess(args, 2, "", "Field is not a valid field to query.")
+        return subprocess.CompletedProcess(args, 0, "1755, 2619, 61, 512.30\n", "")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    monkeypatch.setattr(timing.subprocess, "run", fake_run)
+    assert timing.gpu_state() == {"clocks.sm": 1755.0, "clocks.mem": 2619.0, "temperature.gpu": 61.0,
+                                  "power.draw": 512.3}
+    assert asked[0][1] == "--id=3" and len(asked) == 2  # the process's first visible GPU; retried without the field
+
+    def missing(args, **kwargs):
+        raise FileNotFoundError("nvidia-smi")
+    monkeypatch.setattr(timing.subprocess, "run", missing)
+    assert timing.gpu_state() is None
 
 
 def test_random_batch_packs_documents_as_the_pipeline_does():
