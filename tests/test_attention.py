@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fwl_jax.models.attention import cached_attention, causal_attention, segment_layout
+from fwl_jax.models import attention
+from fwl_jax.models.attention import cached_attention, causal_attention, packed_capacities, segment_layout
 
 
 def _runs(row):
@@ -34,6 +35,60 @@ def test_segment_layout_matches_a_loop(max_segments):
         assert list(np.asarray(offsets[b])) == want_off + [-1] * (max_segments + 1 - len(want_off))
 
 
+def test_packed_capacities():
+    assert packed_capacities(1) == (1,) and packed_capacities(16) == (1, 2, 4, 8, 16)
+    assert packed_capacities(6) == (1, 2, 4, 6)
+    with pytest.raises(ValueError, match="max_segments"):
+        packed_capacities(0)
+
+
+def _from_layout(q, k, v, lengths, offsets):
+    """Causal attention within the runs that cuDNN's packed layout describes, in XLA: a CPU
+    stand-in for the packed kernel. A token that no run covers attends only to itself."""
+    t = jnp.arange(q.shape[1])
+    start = offsets[:, :-1]  # [B, M]
+    inside = (t[None, :, None] >= start[:, None, :]) & (t[None, :, None] < (start + lengths)[:, None, :])
+    run = jnp.where(inside.any(-1), jnp.argmax(inside, axis=-1), -1 - t[None, :])  # [B, T]
+    return jax.nn.dot_product_attention(q, k, v, mask=(run[:, :, None] == run[:, None, :])[:, None],
+                                        is_causal=True, implementation="xla")
+
+
+@pytest.mark.parametrize("runs, want", [(1, 1), (2, 2), (3, 4), (8, 8), (9, "masked")])
+def test_cudnn_packed_runs_the_smallest_capacity_that_holds_the_batch(monkeypatch, runs, want):
+    # The kernels stand in (cuDNN needs a GPU) and say which one ran; every branch is compiled.
+    ran = set()
+
+    def packed(q, k, v, lengths, offsets):
+        jax.debug.callback(lambda c=lengths.shape[1]: ran.add(c))
+        return _from_layout(q, k, v, lengths, offsets)
+
+    def masked(q, k, v, segment_ids, impl):
+        jax.debug.callback(lambda: ran.add("masked"))
+        return jax.nn.dot_product_attention(q, k, v, mask=(segment_ids[:, :, None] == segment_ids[:, None, :])[:, None],
+                                            is_causal=True, implementation="xla")
+    monkeypatch.setattr(attention, "_packed", packed)
+    monkeypatch.setattr(attention, "_masked", masked)
+    length = 24
+    # row 0: `runs` segments, row 1: a single one
+    ids = np.stack([np.arange(length) * runs // length, np.full(length, 7)]).astype(np.int32)
+    ids = jnp.asarray(ids)
+    keys = jax.random.split(jax.random.key(2), 4)
+    q = jax.random.normal(keys[0], (2, length, 4, 8))
+    k, v = (jax.random.normal(key, (2, length, 2, 8)) for key in keys[1:3])
+    probe = jax.random.normal(keys[3], q.shape)
+    out = jax.jit(lambda q, k, v: causal_attention(q, k, v, ids, "cudnn_packed", max_segments=8))(q, k, v)
+    jax.effects_barrier()
+    assert ran == {want}
+
+    def loss(impl):
+        fn = lambda q, k, v: jnp.sum(causal_attention(q, k, v, ids, impl, max_segments=8) * probe)  # noqa: E731
+        return jax.value_and_grad(fn, argnums=(0, 1, 2))(q, k, v)
+    want_out = causal_attention(q, k, v, ids, "xla")
+    np.testing.assert_allclose(out, want_out, atol=1e-5)
+    for got, ref in zip(jax.tree.leaves(loss("cudnn_packed")), jax.tree.leaves(loss("xla"))):
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
 def test_unknown_implementation():
     q = jnp.zeros((1, 4, 2, 8))
     with pytest.raises(ValueError, match="attention implementation"):
@@ -43,12 +98,15 @@ def test_unknown_implementation():
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN needs a GPU")
 @pytest.mark.parametrize("impl", ["cudnn", "cudnn_packed"])
 @pytest.mark.parametrize("max_segments", [2, 8])
-def test_cudnn_matches_xla_on_gpu(impl, max_segments):
+@pytest.mark.parametrize("quarters", [[[1, 2, 3, 4], [7, 7, 8, 9]], [[1, 1, 1, 1], [5, 5, 5, 5]]])
+def test_cudnn_matches_xla_on_gpu(impl, max_segments, quarters):
+    # cudnn_packed: rows of 4 and 3 segments take the capacity-4 kernel (max_segments 8) or the
+    # masked one (2); rows of one document the capacity-1 kernel
     keys = jax.random.split(jax.random.key(0), 4)
     q = jax.random.normal(keys[0], (2, 256, 4, 64), jnp.bfloat16)
     k = jax.random.normal(keys[1], (2, 256, 2, 64), jnp.bfloat16)
     v = jax.random.normal(keys[2], (2, 256, 2, 64), jnp.bfloat16)
-    ids = jnp.asarray(np.repeat(np.array([[1, 2, 3, 4], [7, 7, 8, 9]]), 64, axis=1), jnp.int32)
+    ids = jnp.asarray(np.repeat(np.array(quarters), 64, axis=1), jnp.int32)
     probe = jax.random.normal(keys[3], q.shape, jnp.float32)
 
     def loss(impl):

@@ -2,15 +2,22 @@
 
 ``causal_attention(q, k, v, segment_ids, impl)``: q [B, T, H, hd], k and v [B, T, K, hd],
 segment_ids [B, T] int or None; each token attends to itself and the earlier tokens of its
-own segment (a segment is a run of equal ids). Implementations:
+own segment (a segment is a run of equal ids; the masked implementations compare ids, the
+packed one reads runs: the same wherever a row never reuses an id after another, as the input
+pipeline's ids 1, 2, ... a row never do). Implementations:
 
 * ``xla``: ``jax.nn.dot_product_attention`` with the [B, 1, T, T] same-segment mask.
 * ``cudnn``: cuDNN's fused kernel through ``jax.nn.dot_product_attention``; with segments the
   mask becomes an additive bias, which cuDNN reads from memory (and differentiates).
 * ``cudnn_packed``: cuDNN's packed-sequence mode (Hopper or newer): every row's segments are
   given as lengths and offsets (:func:`segment_layout`), so the kernel skips the blocks
-  between documents instead of reading a mask. It holds at most ``max_segments`` segments a
-  row; a batch with more falls back to ``cudnn`` (both are compiled; ``lax.cond`` picks).
+  between documents instead of reading a mask. The kernel's cost grows with the number of
+  segments a row it is laid out for (its capacity), used or not: on an H200 at B 16, T 1,024,
+  12 heads of 64, forward + backward took 0.43 ms with capacity 1 and 0.68 ms with 16 for rows
+  of one document, 0.38 ms with capacity 4 and 0.60 ms with 16 for rows of four (cuDNN's masked
+  kernel: 0.64 ms; docs/PERFORMANCE.md, session 19). So a kernel is compiled for each capacity
+  of :func:`packed_capacities` and ``lax.switch`` runs the smallest that holds every row's
+  segments; a batch with more than ``max_segments`` falls back to ``cudnn``.
   This uses ``jax._src.cudnn.fused_attention_stablehlo.dot_product_attention`` (the packed
   mode has no public entry point in jax 0.10 / 0.11).
 
@@ -54,13 +61,29 @@ def causal_attention(q, k, v, segment_ids=None, impl: str = "xla", max_segments:
         raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")
     if segment_ids is None:
         return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl.split("_")[0])
-    masked = lambda which: lambda q, k, v: jax.nn.dot_product_attention(  # noqa: E731
-        q, k, v, mask=(segment_ids[:, :, None] == segment_ids[:, None, :])[:, None], is_causal=True,
-        implementation=which)
     if impl != "cudnn_packed":
-        return masked(impl)(q, k, v)
-    lengths, offsets, fits = segment_layout(segment_ids, max_segments)
-    return jax.lax.cond(fits, lambda q, k, v: _packed(q, k, v, lengths, offsets), masked("cudnn"), q, k, v)
+        return _masked(q, k, v, segment_ids, impl)
+    capacities = packed_capacities(max_segments)
+    runs = 1 + jnp.sum(segment_ids[:, 1:] != segment_ids[:, :-1], axis=1)  # [B] segments a row
+    # The smallest capacity that holds the batch's most segments; past the last: the masked kernel.
+    choice = jnp.searchsorted(jnp.asarray(capacities), jnp.max(runs))
+    branches = [lambda q, k, v, c=c: _packed(q, k, v, *segment_layout(segment_ids, c)[:2]) for c in capacities]
+    branches.append(lambda q, k, v: _masked(q, k, v, segment_ids, "cudnn"))
+    return jax.lax.switch(choice, branches, q, k, v)
+
+
+def packed_capacities(max_segments: int) -> tuple[int, ...]:
+    """The capacities `cudnn_packed` compiles a kernel for: 1, 2, 4, ... below ``max_segments``,
+    then ``max_segments``."""
+    if max_segments < 1:
+        raise ValueError(f"max_segments must be at least 1, got {max_segments}")
+    return tuple(2**i for i in range(max_segments.bit_length()) if 2**i < max_segments) + (max_segments,)
+
+
+def _masked(q, k, v, segment_ids, impl):
+    """Causal attention within segments through a [B, 1, T, T] mask."""
+    return jax.nn.dot_product_attention(q, k, v, mask=(segment_ids[:, :, None] == segment_ids[:, None, :])[:, None],
+                                        is_causal=True, implementation=impl)
 
 
 def cached_attention(q, k, v, mask, filled=None, impl: str = "xla"):
