@@ -211,17 +211,19 @@ def test_decode_segments_with_cudnn_match_xla_on_gpu():
 
 @pytest.mark.skipif(jax.default_backend() != "gpu" or jax.device_count() < 2, reason="needs two GPUs")
 @pytest.mark.parametrize("layout", [{"data": 1, "fsdp": 2}, {"data": 2, "fsdp": 1}])
-def test_sharded_train_step_with_segments_in_cudnn_on_gpus(layout):
+@pytest.mark.parametrize("impl", ["cudnn", "cudnn_packed"])
+def test_sharded_train_step_with_segments_in_cudnn_on_gpus(layout, impl):
     """The train step with packed documents (cuDNN's masked attention, which needs its
-    queries, keys and values sharded alike) on two GPUs, FSDP and data-parallel, against one
-    GPU: the same loss. Unconstrained keys and values failed to partition under FSDP."""
+    queries, keys and values sharded alike, and its packed one) on two GPUs, FSDP and
+    data-parallel, against one GPU: the same loss. Unconstrained keys and values failed to
+    partition under FSDP."""
     from configs import tiny
     from fwl_jax.models import make_mesh
     from fwl_jax.timing import random_batch
     from fwl_jax.train import Trainer
 
     config = tiny.get_config()
-    config.model.attention_impl = "cudnn"  # in bfloat16 ("auto" dtype on a GPU)
+    config.model.attention_impl = impl  # in bfloat16 ("auto" dtype on a GPU)
     batch = random_batch(4, config.data.seq_len, config.data.vocab_size, documents=3)
     losses = []
     for mesh in (make_mesh(devices=jax.devices()[:1]), make_mesh(**layout, devices=jax.devices()[:2])):
